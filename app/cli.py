@@ -1,0 +1,282 @@
+"""`blf-panel`: simulate a PBX, collect from one, watch the cache table.
+
+A bad setting or argument is one line on stderr and exit code 2; Ctrl-C and
+SIGTERM stop a long-running command cleanly with exit code 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import logging
+import shutil
+import signal
+import sys
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, TextIO
+
+from app.collector import Collector
+from app.runtime import running_collector, store_from
+from app.settings import Settings, SettingsError, load_settings
+from app.simulator import parse_extension_range, run_simulator
+from app.store import MemoryStore, StoreUnavailable
+
+log = logging.getLogger("blf-panel")
+
+
+class UsageError(Exception):
+    """Bad input on the command line; shown as one line, exit 2."""
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        settings = load_settings()
+    except SettingsError as error:
+        print(f"blf-panel: bad setting {error}", file=sys.stderr)
+        return 2
+    logging.basicConfig(
+        level=settings.log_level,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        return _run_until_signal(lambda: args.command(settings, args))
+    except UsageError as error:
+        print(f"blf-panel: {error}", file=sys.stderr)
+        return 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="blf-panel", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(required=True, metavar="COMMAND")
+
+    simulate = commands.add_parser("simulate", help="run an AMI server that plays an Asterisk PBX")
+    simulate.add_argument("--host", default="127.0.0.1")
+    simulate.add_argument("--port", type=_port_arg, default=5038)
+    simulate.add_argument("--extensions", default="100-149", help="e.g. 100-149,200")
+    simulate.add_argument("--churn", type=float, default=0.0, help="random state changes per second")
+    simulate.add_argument("--username", help="AMI user (default: AMI_USERNAME)")
+    simulate.add_argument("--secret", help="AMI secret (default: AMI_SECRET)")
+    simulate.add_argument("--context", default="ext-local", help="dialplan context of the hints")
+    simulate.set_defaults(command=simulate_command)
+
+    collect = commands.add_parser("collect", help="the collector alone: PBX to store, until stopped")
+    collect.set_defaults(command=collect_command)
+
+    watch = commands.add_parser("watch", help="print every extension and follow changes")
+    watch.add_argument("--once", action="store_true", help="print the table once and exit")
+    watch.add_argument("--json", action="store_true", help="JSON instead of a table")
+    watch.set_defaults(command=watch_command)
+    return parser
+
+
+def _port_arg(value: str) -> int:
+    if not value.isdigit() or not 0 <= int(value) <= 65535:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a TCP port")
+    return int(value)
+
+
+def _run_until_signal(start: Callable[[], Awaitable[int]]) -> int:
+    """Run a command; SIGTERM and SIGINT cancel it and it exits 0."""
+
+    async def runner() -> int:
+        task = asyncio.ensure_future(start())
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, task.cancel)
+        try:
+            return await task
+        except asyncio.CancelledError:
+            log.info("stopped")
+            return 0
+
+    return asyncio.run(runner())
+
+
+# --- commands ---
+
+
+async def simulate_command(settings: Settings, args: argparse.Namespace) -> int:
+    try:
+        extensions = parse_extension_range(args.extensions)
+    except ValueError as error:
+        raise UsageError(f"--extensions: {error}") from None
+    if args.churn < 0:
+        raise UsageError("--churn must be 0 or more")
+    try:
+        await run_simulator(
+            host=args.host,
+            port=args.port,
+            extensions=extensions,
+            username=args.username or settings.ami_username,
+            secret=args.secret or settings.ami_secret,
+            churn=args.churn,
+            context=args.context,
+        )
+    except OSError as error:
+        raise UsageError(f"cannot listen on {args.host}:{args.port}: {error.strerror or error}") from None
+    return 0
+
+
+async def collect_command(settings: Settings, args: argparse.Namespace) -> int:
+    store = store_from(settings)
+    if isinstance(store, MemoryStore):
+        log.warning("MEMCACHED_URL is empty: states stay inside this process; set it to share them")
+    try:
+        async with running_collector(settings, store):
+            await asyncio.Future()  # until a signal cancels us
+    finally:
+        await store.close()
+    return 0
+
+
+async def watch_command(settings: Settings, args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
+    """Read the store like any viewer would. With no MEMCACHED_URL there is nothing to
+    read from another process, so the collector (or the demo) runs in this one."""
+    store = store_from(settings)
+    async with contextlib.AsyncExitStack() as stack:
+        stack.push_async_callback(store.close)
+        if isinstance(store, MemoryStore):
+            collector = await stack.enter_async_context(running_collector(settings, store))
+            if args.once:
+                await _wait_for_link(collector, timeout=10.0)
+        view = TableView(out, as_json=args.json, live=not args.once)
+        known: int | None = None
+        first, down = True, False
+        while True:
+            try:
+                if first:  # show what there is now, then wait for changes
+                    version = await store.read_version()
+                else:
+                    version = await store.wait_for_version(known, poll_interval=0.2)
+                snapshot = await store.read_snapshot()
+            except StoreUnavailable as error:
+                if args.once:
+                    print(f"blf-panel: store unreachable: {error}", file=sys.stderr)
+                    return 1
+                if not down:
+                    print(f"store unreachable ({error}); retrying", file=sys.stderr)
+                down = True
+                await asyncio.sleep(1.0)
+                continue
+            first = down = False
+            if snapshot is None:
+                if args.once:
+                    print(
+                        "blf-panel: no snapshot in the store yet: is `blf-panel collect` running "
+                        "with the same MEMCACHED_URL and STORE_PREFIX?",
+                        file=sys.stderr,
+                    )
+                    return 1
+                known = version
+                continue
+            known = version
+            view.show(snapshot)
+            if args.once:
+                return 0
+
+
+async def _wait_for_link(collector: Collector, timeout: float) -> None:
+    """For `watch --once` on the in-process store: wait for the first full picture to be
+    published (or give up after `timeout` and show what there is)."""
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(timeout):
+            while not (collector.picture.connected and not collector.picture.pending):
+                await collector.published.wait()
+
+
+# --- the table ---
+
+
+class TableView:
+    """Prints snapshots: the whole table first; then, live, a redraw on a terminal or
+    one line per change when the output is a pipe or file."""
+
+    def __init__(self, out: TextIO, *, as_json: bool, live: bool) -> None:
+        self.out = out
+        self.as_json = as_json
+        self.live = live
+        self.previous: dict[str, Any] | None = None
+
+    def show(self, snapshot: dict[str, Any]) -> None:
+        previous, self.previous = self.previous, snapshot
+        if self.as_json:
+            if previous is None or not self.live:
+                self.out.write(json.dumps(snapshot, sort_keys=True) + "\n")
+            else:
+                self.out.write(json.dumps(changes_json(previous, snapshot), sort_keys=True) + "\n")
+        elif previous is None or self.out.isatty():
+            clear = "\x1b[H\x1b[2J" if self.live and self.out.isatty() else ""
+            width = shutil.get_terminal_size((100, 24)).columns
+            self.out.write(clear + render_table(snapshot, width) + "\n")
+        else:
+            for line in change_lines(previous, snapshot):
+                self.out.write(line + "\n")
+        self.out.flush()
+
+
+def _clock(epoch: float) -> str:
+    return time.strftime("%H:%M:%S", time.localtime(epoch))
+
+
+def render_table(snapshot: dict[str, Any], width: int = 100) -> str:
+    """A compact grid: `exten  state  since` cells, as many per row as fit."""
+    pbx = snapshot.get("pbx", {})
+    extensions = sorted(snapshot.get("extensions", {}).values(), key=_sort_key)
+    link = "connected" if pbx.get("connected") else "DISCONNECTED"
+    head = (
+        f"PBX {link} since {_clock(pbx.get('since', 0))} | version {snapshot.get('version')} | "
+        f"{len(extensions)} extensions | updated {_clock(snapshot.get('updated_at', 0))}"
+    )
+    cells = [f"{e['exten']:>6} {e['state']:<13} {_clock(e['changed_at'])}" for e in extensions]
+    if not pbx.get("connected"):
+        cells = [cell + " ?" for cell in cells]  # states not confirmed since the link went down
+    cell_width = max((len(c) for c in cells), default=1) + 3
+    per_row = max(1, width // cell_width)
+    rows = [
+        "".join(cell.ljust(cell_width) for cell in cells[i : i + per_row]).rstrip()
+        for i in range(0, len(cells), per_row)
+    ]
+    return "\n".join([head, *rows])
+
+
+def change_lines(previous: dict[str, Any], current: dict[str, Any]) -> list[str]:
+    """One line per extension that changed between two snapshots, and the link."""
+    lines = []
+    stamp = _clock(current.get("updated_at", time.time()))
+    old_pbx, new_pbx = previous.get("pbx", {}), current.get("pbx", {})
+    if old_pbx.get("connected") != new_pbx.get("connected"):
+        lines.append(f"{stamp}  PBX {'connected' if new_pbx.get('connected') else 'DISCONNECTED'}")
+    old, new = previous.get("extensions", {}), current.get("extensions", {})
+    for key in sorted(new.keys() | old.keys()):
+        before, after = old.get(key), new.get(key)
+        if after is None:
+            lines.append(f"{stamp}  {key}  removed")
+        elif before is None or before.get("state") != after.get("state"):
+            was = before.get("state") if before else "new"
+            lines.append(f"{stamp}  {key}  {was} -> {after['state']}")
+    return lines
+
+
+def changes_json(previous: dict[str, Any], current: dict[str, Any]) -> dict[str, Any]:
+    old, new = previous.get("extensions", {}), current.get("extensions", {})
+    return {
+        "version": current.get("version"),
+        "pbx": current.get("pbx"),
+        "changed": {k: v for k, v in new.items() if old.get(k) != v},
+        "removed": sorted(old.keys() - new.keys()),
+    }
+
+
+def _sort_key(extension: dict[str, Any]) -> tuple[int, int, str, str]:
+    exten = str(extension.get("exten", ""))
+    return (0 if exten.isdigit() else 1, int(exten) if exten.isdigit() else 0, exten, extension["context"])
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

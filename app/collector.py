@@ -1,0 +1,411 @@
+"""The single AMI session: log in, take the full picture, follow events, publish batches.
+
+One `Collector` per PBX, however many viewers. It never trusts the link: a ping
+watchdog catches a silent peer, every login resyncs everything, and while the link is
+down the published snapshot says so. The store may vanish too; nothing is lost then,
+the next successful publish carries the whole picture.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from panoramisk import Manager
+from panoramisk.actions import Action
+from panoramisk.ami_protocol import AMIProtocol
+from panoramisk.message import Message
+
+from app.snapshot import PbxPicture
+from app.states import (
+    ExtensionRemoved,
+    ExtensionState,
+    InvalidFrame,
+    parse_device_state,
+    parse_extension_status,
+)
+from app.store import SnapshotStore, StoreLost, StoreUnavailable
+
+log = logging.getLogger(__name__)
+
+MAX_FRAME_BYTES = 64 * 1024  # a real AMI frame is a few hundred bytes
+FIRST_BACKOFF = 0.5
+STORE_RETRY = 1.0  # seconds between publish attempts while the store is down
+STORE_CHECK = 1.0  # seconds between checks that the store still holds our version
+ACTION_TIMEOUT = 30.0  # a full list of thousands of hints still arrives within this
+
+
+@dataclass(frozen=True)
+class AmiTarget:
+    """Where and as whom the collector logs in."""
+
+    host: str
+    port: int
+    username: str
+    secret: str
+    events: str = "call"
+    ping_interval: float = 5.0
+    ping_timeout: float = 3.0
+    reconnect_max: float = 30.0
+    auth_retry: float = 60.0
+
+    def __str__(self) -> str:
+        return f"{self.username}@{self.host}:{self.port}"
+
+
+class LoginRefused(Exception):
+    """The PBX answered the Login with an error: wrong user or secret."""
+
+
+class LinkLost(Exception):
+    """The AMI connection closed, or the PBX stopped answering."""
+
+
+class AmiProtocol(AMIProtocol):
+    """panoramisk's protocol with framing we can trust: bytes are split on the blank
+    line before decoding, a frame that is too big or not UTF-8 is logged and skipped,
+    and each message gets an arrival number so list items and events can be ordered."""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        self._buffer = bytearray()
+        self._discarding = False
+        self.arrivals = 0
+
+    def data_received(self, data: bytes) -> None:  # type: ignore[override]
+        self._buffer += data
+        while True:
+            end = self._buffer.find(b"\r\n\r\n")
+            if end < 0:
+                if len(self._buffer) > MAX_FRAME_BYTES:
+                    if not self._discarding:
+                        log.warning("AMI frame over %d bytes; skipping it", MAX_FRAME_BYTES)
+                    self._discarding = True
+                    del self._buffer[:-3]  # keep a possible partial terminator
+                return
+            frame = bytes(self._buffer[:end])
+            del self._buffer[: end + 4]
+            if self._discarding or len(frame) > MAX_FRAME_BYTES:
+                if not self._discarding:
+                    log.warning("AMI frame over %d bytes; skipping it", MAX_FRAME_BYTES)
+                self._discarding = False
+                continue
+            self._frame_received(frame)
+
+    def _frame_received(self, frame: bytes) -> None:
+        try:
+            text = frame.decode("utf-8")
+        except UnicodeDecodeError:
+            log.warning("AMI frame is not UTF-8; skipping it: %r", frame[:80])
+            return
+        message = Message.from_line(text.strip())
+        if message is None:
+            if "Asterisk Call Manager/" not in text:
+                log.warning("AMI frame without Event or Response; skipping it: %r", text[:80])
+            return
+        self.arrivals += 1
+        message.arrival = self.arrivals
+        self.handle_message(message)
+
+
+class ListAction(Action):
+    """An action answered by a list; it ends at `EventList: Complete`, whatever the
+    closing event is called (panoramisk only knows names ending in Complete)."""
+
+    @property
+    def completed(self) -> bool:
+        if str(self.responses[-1].get("EventList", "")).lower() == "complete":
+            return True
+        return super().completed
+
+
+class AmiSession(Manager):
+    """One AMI connection. Unlike a plain panoramisk Manager it never reconnects by
+    itself and never pings on its own: the `Collector` owns both decisions."""
+
+    def __init__(self, target: AmiTarget) -> None:
+        super().__init__(
+            host=target.host,
+            port=target.port,
+            username=target.username,
+            secret=target.secret,
+            events=target.events,
+            protocol_factory=AmiProtocol,
+            loop=asyncio.get_running_loop(),
+            ping_delay=0,
+        )
+        self.lost: asyncio.Future[None] = self.loop.create_future()
+
+    async def open(self, timeout: float) -> None:
+        """Connect and log in; raises OSError, TimeoutError or LoginRefused."""
+        async with asyncio.timeout(timeout):  # not wait_for: on 3.11 it can swallow a cancel
+            _transport, protocol = await self.loop.create_connection(
+                AmiProtocol, self.config["host"], self.config["port"]
+            )
+        done: asyncio.Future[Any] = self.loop.create_future()
+        done.set_result((_transport, protocol))
+        self.connection_made(done)  # panoramisk wires the protocol and sends Login
+        login = self.authenticated_future
+        reply = await self.request_future(login, timeout)
+        if not reply.success:
+            raise LoginRefused(reply.message or "login refused")
+
+    async def request(self, action: dict[str, str], timeout: float = ACTION_TIMEOUT) -> Any:
+        return await self.request_future(self.send_action(Action(action)), timeout)
+
+    async def request_list(self, name: str, timeout: float = ACTION_TIMEOUT) -> list[Message]:
+        """The items of a list action; an error reply (e.g. no hints at all) gives []."""
+        reply = await self.request_future(self.send_action(ListAction({"Action": name})), timeout)
+        if isinstance(reply, list):
+            return [m for m in reply if "event" in m and str(m.get("EventList", "")).lower() != "complete"]
+        if not reply.success:
+            log.warning("AMI %s failed: %s", name, reply.message)
+        return []
+
+    async def request_future(self, future: asyncio.Future[Any], timeout: float) -> Any:
+        """Wait for an action's reply, but give up when the link is lost or times out
+        (panoramisk parks actions of a dead connection instead of failing them)."""
+        done, _ = await asyncio.wait({future, self.lost}, timeout=timeout, return_when="FIRST_COMPLETED")
+        if future in done:
+            return future.result()
+        if self.lost in done:
+            raise LinkLost("connection closed")
+        raise TimeoutError(f"no answer within {timeout:g}s")
+
+    def ping(self) -> None:  # panoramisk's own pinger: never needed, the Collector pings
+        pass
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        self._connected = False
+        if not self.lost.done():
+            self.lost.set_result(None)
+
+    def close(self) -> None:
+        super().close()
+        if not self.lost.done():
+            self.lost.set_result(None)
+
+
+class Collector:
+    """Keeps one AMI session alive and the store in step with the PBX."""
+
+    def __init__(
+        self,
+        target: AmiTarget,
+        store: SnapshotStore,
+        *,
+        publish_window: float = 0.02,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.target = target
+        self.store = store
+        self.publish_window = publish_window
+        self.clock = clock
+        self.picture = PbxPicture(started_at=clock())
+        self.version = 0  # the newest version we published
+        self.logins = 0
+        self.events = 0  # AMI events taken (for benchmarks)
+        self.published = asyncio.Event()  # set after every successful publish (for tests)
+        self._changed = asyncio.Event()
+        self._changed.set()  # publish the initial "not connected" picture at once
+        self._syncing: list[Message] | None = None
+        self._store_ok = True
+        self._need_full = True  # the first publication carries everything
+
+    async def run(self) -> None:
+        """Run until cancelled: the AMI link and the publisher side by side."""
+        async with asyncio.TaskGroup() as group:
+            group.create_task(self._link_forever(), name="collector-ami")
+            group.create_task(self._publish_forever(), name="collector-publish")
+
+    # --- the AMI side ---
+
+    async def _link_forever(self) -> None:
+        backoff = FIRST_BACKOFF
+        failures = 0
+        while True:
+            session = AmiSession(self.target)
+            try:
+                await session.open(timeout=max(self.target.ping_timeout, 5.0))
+            except LoginRefused as error:
+                session.close()
+                log.error(
+                    "AMI login refused for user %r at %s:%d (%s); check AMI_USERNAME and "
+                    "AMI_SECRET; retrying in %gs",
+                    self.target.username,
+                    self.target.host,
+                    self.target.port,
+                    error,
+                    self.target.auth_retry,
+                )
+                await asyncio.sleep(self.target.auth_retry)
+                continue
+            except (OSError, TimeoutError, LinkLost) as error:
+                session.close()
+                failures += 1
+                level = logging.WARNING if failures == 1 else logging.DEBUG
+                reason = str(error) or type(error).__name__
+                log.log(level, "AMI %s unreachable (%s); retrying in %gs", self.target, reason, backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, self.target.reconnect_max)
+                continue
+            backoff, failures = FIRST_BACKOFF, 0
+            self.logins += 1
+            log.info("AMI logged in to %s", self.target)
+            try:
+                await self._follow(session)
+            except (LinkLost, TimeoutError, OSError) as error:
+                log.warning("AMI link to %s lost: %s", self.target, error)
+            finally:
+                session.close()
+                if self.picture.set_link(False, self.clock()):
+                    self._changed.set()
+
+    async def _follow(self, session: AmiSession) -> None:
+        session.register_event("ExtensionStatus", self._on_event)
+        session.register_event("DeviceStateChange", self._on_event)
+        await self._resync(session)
+        while True:
+            lost = await asyncio.wait({session.lost}, timeout=self.target.ping_interval)
+            if lost[0]:
+                raise LinkLost("connection closed by the PBX")
+            try:
+                await session.request({"Action": "Ping"}, timeout=self.target.ping_timeout)
+            except TimeoutError:
+                raise LinkLost(
+                    f"no answer to Ping within {self.target.ping_timeout:g}s (silent peer)"
+                ) from None
+
+    async def _resync(self, session: AmiSession) -> None:
+        """The full picture on every login. Events that arrive meanwhile are held and
+        merged in arrival order, so a change during the list is never overwritten."""
+        self._syncing = []
+        try:
+            devices = await session.request_list("DeviceStateList")
+            items = await session.request_list("ExtensionStateList")
+            now = self.clock()
+            self.picture.devices.clear()
+            for message in devices:
+                self._take(message, now)
+            replace: list[ExtensionState] = []
+            for message in items:
+                try:
+                    state = parse_extension_status(message)
+                except InvalidFrame as error:
+                    log.warning("skipping ExtensionStateList item: %s", error)
+                    continue
+                if isinstance(state, ExtensionState):
+                    replace.append(state)
+            held = self._syncing
+            self._syncing = None
+            # Keep only the newest list entry or event per extension, in arrival order.
+            self.picture.replace_all(replace, now)
+            list_arrival = {parse_key(m): m.arrival for m in items if getattr(m, "arrival", None) is not None}
+            for event in held:
+                key = parse_key(event)
+                if key is None or event.arrival > list_arrival.get(key, 0):
+                    self._take(event, now)
+            self.picture.set_link(True, now)
+            self._changed.set()
+            log.info("AMI full picture: %d extensions", len(self.picture.extensions))
+        finally:
+            self._syncing = None
+
+    def _on_event(self, _manager: Manager, message: Message) -> None:
+        self.events += 1
+        if self._syncing is not None:
+            self._syncing.append(message)
+            return
+        if self._take(message, self.clock()):
+            self._changed.set()
+
+    def _take(self, message: Message, now: float) -> bool:
+        """Apply one event or list item to the picture; a bad frame is logged and skipped."""
+        try:
+            if message.event == "ExtensionStatus":
+                update = parse_extension_status(message)
+                if isinstance(update, ExtensionRemoved):
+                    return self.picture.remove(update.key)
+                return self.picture.apply(update, now)
+            if message.event == "DeviceStateChange":
+                device = parse_device_state(message)
+                return self.picture.apply_device(device.device, device.state, now) > 0
+        except InvalidFrame as error:
+            log.warning("skipping AMI %s: %s", message.event or "frame", error)
+        except Exception:  # a bug must not kill the AMI protocol (asyncio would close it)
+            log.exception("failed to apply AMI %s", message.event)
+        return False
+
+    # --- the store side ---
+
+    async def _publish_forever(self) -> None:
+        while True:
+            try:
+                async with asyncio.timeout(STORE_CHECK):
+                    await self._changed.wait()
+            except TimeoutError:
+                await self._check_store()
+                continue
+            if self.publish_window:
+                await asyncio.sleep(self.publish_window)  # let a burst land in one batch
+            self._changed.clear()
+            if not await self._publish():
+                await asyncio.sleep(STORE_RETRY)
+                self._changed.set()
+
+    async def _publish(self) -> bool:
+        if not self.picture.pending and not self._need_full:
+            return True
+        try:
+            if self._need_full:
+                stored = await self.store.read_version()
+                self.version = max(self.version, stored or 0)
+            publication = self.picture.publication(self.version + 1, self.clock(), full=self._need_full)
+            try:
+                await self.store.publish(publication)
+            except BaseException:
+                self.picture.mark_all_dirty()  # whatever was in flight goes again
+                raise
+        except StoreLost as error:
+            log.warning("%s; publishing the full picture again", error)
+            self._need_full = True
+            return await self._publish()
+        except StoreUnavailable as error:
+            self._store_down(error)
+            return False
+        if not self._store_ok:
+            log.info("store reachable again; published the full picture")
+        self._store_ok, self._need_full = True, False
+        self.version = publication.version
+        self.published.set()
+        self.published.clear()
+        return True
+
+    async def _check_store(self) -> None:
+        """A store that restarted with nothing to publish since: notice it and publish all."""
+        try:
+            stored = await self.store.read_version()
+        except StoreUnavailable as error:
+            self._store_down(error)
+            self._changed.set()
+            return
+        if not self._store_ok or stored is None or stored < self.version:
+            if self._store_ok:
+                log.warning("store lost the snapshot (restarted?); publishing it again")
+            self._need_full = True
+            self._changed.set()
+
+    def _store_down(self, error: StoreUnavailable) -> None:
+        if self._store_ok:
+            log.error("store unreachable (%s); keeping states in memory until it is back", error)
+        self._store_ok = False
+        self._need_full = True
+
+
+def parse_key(message: Message) -> str | None:
+    exten, context = message.get("Exten"), message.get("Context")
+    return f"{exten}@{context}" if exten and context else None

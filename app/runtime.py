@@ -1,0 +1,89 @@
+"""Wiring settings into running parts: the store, the demo PBX and the collector.
+
+Shared by the CLI and the web app so both start the same things the same way.
+Every part lives inside an async context manager and is stopped when it exits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Coroutine
+from typing import Any
+
+from app.collector import AmiTarget, Collector
+from app.settings import Settings
+from app.simulator import Simulator, parse_extension_range
+from app.store import SnapshotStore, open_store
+
+log = logging.getLogger(__name__)
+
+
+def store_from(settings: Settings) -> SnapshotStore:
+    return open_store(settings.memcached_url, settings.store_prefix, settings.store_timeout)
+
+
+def ami_target(settings: Settings, *, host: str | None = None, port: int | None = None) -> AmiTarget:
+    return AmiTarget(
+        host=host or settings.ami_host,
+        port=port or settings.ami_port,
+        username=settings.ami_username,
+        secret=settings.ami_secret,
+        events=settings.ami_events,
+        ping_interval=settings.ami_ping_interval,
+        ping_timeout=settings.ami_ping_timeout,
+        reconnect_max=settings.ami_reconnect_max,
+        auth_retry=settings.ami_auth_retry,
+    )
+
+
+@contextlib.asynccontextmanager
+async def demo_pbx(settings: Settings) -> AsyncIterator[Simulator]:
+    """The built-in simulator on a free loopback port, with churn, for the demo."""
+    simulator = Simulator(
+        parse_extension_range(settings.demo_extensions),
+        host="127.0.0.1",
+        port=0,
+        username=settings.ami_username,
+        secret=settings.ami_secret,
+        churn=settings.demo_churn,
+    )
+    await simulator.start()
+    log.info("demo PBX (simulator) listening on 127.0.0.1:%d", simulator.port)
+    try:
+        yield simulator
+    finally:
+        await simulator.stop()
+
+
+@contextlib.asynccontextmanager
+async def running_collector(settings: Settings, store: SnapshotStore) -> AsyncIterator[Collector]:
+    """The collector as a supervised task, against the real PBX or the demo one."""
+    async with contextlib.AsyncExitStack() as stack:
+        target = ami_target(settings)
+        if settings.demo:
+            simulator = await stack.enter_async_context(demo_pbx(settings))
+            target = ami_target(settings, host="127.0.0.1", port=simulator.port)
+        collector = Collector(target, store, publish_window=settings.publish_window)
+        await stack.enter_async_context(background(collector.run(), "collector"))
+        yield collector
+
+
+@contextlib.asynccontextmanager
+async def background(work: Coroutine[Any, Any, None], name: str) -> AsyncIterator[asyncio.Task[None]]:
+    """Run `work` as a named task for the length of the block; a crash is logged at once,
+    and leaving the block cancels the task and waits for it to end."""
+    task = asyncio.create_task(work, name=name)
+    task.add_done_callback(_log_crash)
+    try:
+        yield task
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+def _log_crash(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("%s stopped: %r", task.get_name(), task.exception(), exc_info=task.exception())

@@ -1,0 +1,192 @@
+"""Every setting in one typed table, read once from `settings.env` and the environment.
+
+The environment overrides the file; the file overrides the defaults here. A bad value
+raises `SettingsError` naming the setting, which the CLI turns into one line and exit 2.
+Keep `settings.env` and `SETTINGS` in step: a test checks that they agree.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+SETTINGS_FILE = Path(__file__).resolve().parent.parent / "settings.env"
+
+
+class SettingsError(ValueError):
+    """A setting has a value we cannot use; the message names the setting."""
+
+    def __init__(self, name: str, message: str) -> None:
+        super().__init__(f"{name}: {message}")
+        self.name = name
+
+
+def _text(value: str) -> str:
+    return value
+
+
+def _port(value: str) -> int:
+    if not value.isdigit() or not 1 <= int(value) <= 65535:
+        raise ValueError(f"{value!r} is not a TCP port (1-65535)")
+    return int(value)
+
+
+def _port_or_zero(value: str) -> int:
+    return 0 if value == "0" else _port(value)
+
+
+def _positive_float(value: str) -> float:
+    try:
+        number = float(value)
+    except ValueError:
+        raise ValueError(f"{value!r} is not a number") from None
+    if not number > 0 or number != number or number == float("inf"):
+        raise ValueError(f"{value!r} must be a number above 0")
+    return number
+
+
+def _non_negative_float(value: str) -> float:
+    return 0.0 if value.strip() in ("0", "0.0") else _positive_float(value)
+
+
+def _memcached_url(value: str) -> str:
+    if not value:
+        return ""
+    parts = urlsplit(value)
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    if parts.scheme != "memcached" or not parts.hostname or port is None:
+        raise ValueError(f"{value!r} is not of the form memcached://HOST:PORT")
+    if parts.path not in ("", "/") or parts.query or parts.fragment or parts.username:
+        raise ValueError(f"{value!r} is not of the form memcached://HOST:PORT")
+    return value
+
+
+def _prefix(value: str) -> str:
+    if not re.fullmatch(r"[A-Za-z0-9_:.\-]{0,32}", value):
+        raise ValueError(f"{value!r} may hold only letters, digits and _:.- (at most 32)")
+    return value
+
+
+def _host(value: str) -> str:
+    if value and not re.fullmatch(r"[A-Za-z0-9_.:\-\[\]]{1,253}", value):
+        raise ValueError(f"{value!r} is not a host name or address")
+    return value
+
+
+def _ami_events(value: str) -> str:
+    if not re.fullmatch(r"[a-z]+(,[a-z]+)*", value):
+        raise ValueError(f"{value!r} is not a comma-separated list of AMI event classes")
+    return value
+
+
+def _log_level(value: str) -> str:
+    level = value.upper()
+    if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+        raise ValueError(f"{value!r} is not one of DEBUG, INFO, WARNING, ERROR")
+    return level
+
+
+def _extension_range(value: str) -> str:
+    from app.simulator import parse_extension_range
+
+    parse_extension_range(value)
+    return value
+
+
+@dataclass(frozen=True)
+class Setting:
+    name: str
+    default: str
+    help: str
+    parse: Callable[[str], Any]
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("AMI_HOST", "", "AMI host of the PBX; empty runs the built-in demo PBX", _host),
+    Setting("AMI_PORT", "5038", "AMI TCP port", _port),
+    Setting("AMI_USERNAME", "blf", "AMI user (manager.conf section)", _text),
+    Setting("AMI_SECRET", "blfsecret", "AMI secret of that user", _text),
+    Setting("AMI_EVENTS", "call", "AMI event classes asked for at login", _ami_events),
+    Setting("AMI_PING_INTERVAL", "5", "seconds between pings that check the PBX", _positive_float),
+    Setting("AMI_PING_TIMEOUT", "3", "seconds a ping may take before the link is dead", _positive_float),
+    Setting("AMI_RECONNECT_MAX", "30", "longest wait between reconnect attempts (s)", _positive_float),
+    Setting("AMI_AUTH_RETRY", "60", "wait after a refused login before trying again (s)", _positive_float),
+    Setting("MEMCACHED_URL", "", "memcached://HOST:PORT; empty keeps states in-process", _memcached_url),
+    Setting("STORE_PREFIX", "blf:", "prefix of every memcached key", _prefix),
+    Setting("STORE_TIMEOUT", "1", "seconds a memcached call may take", _positive_float),
+    Setting("PUBLISH_WINDOW", "0.02", "seconds a burst of events is batched", _non_negative_float),
+    Setting("DEMO_EXTENSIONS", "100-149", "extensions of the demo PBX", _extension_range),
+    Setting("DEMO_CHURN", "2", "state changes per second on the demo PBX", _non_negative_float),
+    Setting("LOG_LEVEL", "INFO", "DEBUG, INFO, WARNING or ERROR", _log_level),
+)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The parsed settings; built once by `load_settings` and passed down."""
+
+    ami_host: str
+    ami_port: int
+    ami_username: str
+    ami_secret: str
+    ami_events: str
+    ami_ping_interval: float
+    ami_ping_timeout: float
+    ami_reconnect_max: float
+    ami_auth_retry: float
+    memcached_url: str
+    store_prefix: str
+    store_timeout: float
+    publish_window: float
+    demo_extensions: str
+    demo_churn: float
+    log_level: str
+
+    @property
+    def demo(self) -> bool:
+        return not self.ami_host
+
+
+def read_env_file(path: Path) -> dict[str, str]:
+    """`NAME=value` lines; `#` starts a comment line; quotes around a value are removed."""
+    values: dict[str, str] = {}
+    if not path.is_file():
+        return values
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        name, sep, value = line.partition("=")
+        if not sep:
+            raise SettingsError(f"{path.name} line {number}", f"expected NAME=value, got {line!r}")
+        value = value.strip()
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+            value = value[1:-1]
+        values[name.strip()] = value
+    return values
+
+
+def load_settings(
+    environ: Mapping[str, str] | None = None, env_file: Path | None = SETTINGS_FILE
+) -> Settings:
+    """Defaults, then `settings.env`, then the environment."""
+    environ = os.environ if environ is None else environ
+    from_file = read_env_file(env_file) if env_file is not None else {}
+    parsed: dict[str, Any] = {}
+    for setting in SETTINGS:
+        raw = environ.get(setting.name, from_file.get(setting.name, setting.default))
+        try:
+            parsed[setting.name.lower()] = setting.parse(raw.strip())
+        except ValueError as error:
+            raise SettingsError(setting.name, str(error)) from None
+    names = {f.name for f in fields(Settings)}
+    assert names == set(parsed), "Settings and SETTINGS disagree"
+    return Settings(**parsed)

@@ -1,0 +1,162 @@
+"""The picture of the PBX the collector keeps in memory, and its JSON form.
+
+Pure: no I/O. Each change marks an extension dirty; `publication()` turns the dirty
+set into one `Publication` (one version). An extension's JSON is encoded once per
+change and reused in every later snapshot, so a batch costs a join, not a re-encode.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from app.states import ExtensionState, hint_devices, state_name, status_from_devices
+from app.store import Publication
+
+
+@dataclass
+class ExtensionRecord:
+    """An extension as published: its state plus when and in which version it changed."""
+
+    state: ExtensionState
+    changed_at: float
+    version: int = 0
+    encoded: bytes = b""
+
+    def as_dict(self) -> dict[str, object]:
+        s = self.state
+        return {
+            "exten": s.exten,
+            "context": s.context,
+            "hint": s.hint,
+            "status": s.status,
+            "state": s.state,
+            "changed_at": round(self.changed_at, 3),
+            "version": self.version,
+        }
+
+
+@dataclass
+class PbxPicture:
+    """Every extension of one PBX, the state of the link, and what is not yet published."""
+
+    started_at: float
+    extensions: dict[str, ExtensionRecord] = field(default_factory=dict)
+    connected: bool = False
+    since: float = 0.0
+    dirty: set[str] = field(default_factory=set)
+    removed: set[str] = field(default_factory=set)
+    link_dirty: bool = True
+    devices: dict[str, str] = field(default_factory=dict)
+    _by_device: dict[str, list[str]] | None = None
+
+    def __post_init__(self) -> None:
+        self.since = self.since or self.started_at
+
+    @property
+    def pending(self) -> bool:
+        return bool(self.dirty or self.removed or self.link_dirty)
+
+    def apply(self, state: ExtensionState, now: float) -> bool:
+        """Take one state; a repeat of the current one is not a change."""
+        record = self.extensions.get(state.key)
+        if record is not None and record.state == state:
+            return False
+        if record is None or record.state.hint != state.hint:
+            self._by_device = None
+        self.extensions[state.key] = ExtensionRecord(state, now)
+        self.dirty.add(state.key)
+        self.removed.discard(state.key)
+        return True
+
+    def remove(self, key: str) -> bool:
+        if self.extensions.pop(key, None) is None:
+            return False
+        self._by_device = None
+        self.dirty.discard(key)
+        self.removed.add(key)
+        return True
+
+    def replace_all(self, states: Iterable[ExtensionState], now: float) -> int:
+        """A full picture from the PBX: extensions it no longer lists disappear."""
+        seen: set[str] = set()
+        changes = 0
+        for state in states:
+            seen.add(state.key)
+            changes += self.apply(state, now)
+        for key in [k for k in self.extensions if k not in seen]:
+            changes += self.remove(key)
+        return changes
+
+    def set_link(self, connected: bool, now: float) -> bool:
+        if connected == self.connected:
+            return False
+        self.connected = connected
+        self.since = now
+        self.link_dirty = True
+        return True
+
+    def apply_device(self, device: str, device_state: str, now: float) -> int:
+        """A device changed: recompute the hints that hold it, where every device is known."""
+        self.devices[device] = device_state
+        changes = 0
+        for key in self._keys_holding(device):
+            state = self.extensions[key].state
+            status = status_from_devices(state.hint, self.devices)
+            if status is not None and status != state.status:
+                changes += self.apply(
+                    ExtensionState(state.exten, state.context, state.hint, status, state_name(status)),
+                    now,
+                )
+        return changes
+
+    def mark_all_dirty(self) -> None:
+        """The store lost what we wrote (restart, outage): send everything again."""
+        self.dirty.update(self.extensions)
+        self.link_dirty = True
+
+    def publication(self, version: int, now: float, *, full: bool) -> Publication:
+        """One batch: the dirty extensions get `version`; the snapshot holds them all.
+        `full` sends every extension, for a store that lost (or never had) the others."""
+        if full:
+            self.mark_all_dirty()
+        changed: dict[str, bytes] = {}
+        for key in self.dirty:
+            record = self.extensions[key]
+            if not record.version:  # changed since the last batch (a resend keeps its version)
+                record.version = version
+                record.encoded = json.dumps(record.as_dict(), separators=(",", ":")).encode()
+            changed[key] = record.encoded
+        removed = tuple(self.removed)
+        self.dirty.clear()
+        self.removed.clear()
+        self.link_dirty = False
+        return Publication(
+            version=version,
+            snapshot=self._snapshot_json(version, now),
+            changed=changed,
+            removed=removed,
+            full=full,
+        )
+
+    def _snapshot_json(self, version: int, now: float) -> bytes:
+        head = json.dumps(
+            {
+                "version": version,
+                "updated_at": round(now, 3),
+                "pbx": {"connected": self.connected, "since": round(self.since, 3)},
+            },
+            separators=(",", ":"),
+        ).encode()
+        parts = [json.dumps(key).encode() + b":" + record.encoded for key, record in self.extensions.items()]
+        return head[:-1] + b',"extensions":{' + b",".join(parts) + b"}}"
+
+    def _keys_holding(self, device: str) -> list[str]:
+        if self._by_device is None:
+            index: dict[str, list[str]] = {}
+            for key, record in self.extensions.items():
+                for name in hint_devices(record.state.hint):
+                    index.setdefault(name, []).append(key)
+            self._by_device = index
+        return self._by_device.get(device, [])

@@ -1,0 +1,239 @@
+"""Shared pytest fixtures. Keep each group of fixtures under its own heading."""
+
+from __future__ import annotations
+
+import os
+import select
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from typing import IO
+
+import pytest
+
+# --------------------------------------------------------------------------------------
+# memcached: a real server per test (fixture `memcached`), never a fake.
+#
+# The store's traps (timeouts, poisoned connections, restarts) only show against the real
+# thing. The binary must be installed (CI installs it): a missing binary fails the tests
+# that need it instead of skipping them, so they cannot silently stop running.
+# --------------------------------------------------------------------------------------
+
+MEMCACHED_START_TIMEOUT = 10.0
+
+
+class MemcachedStartError(RuntimeError):
+    """memcached exited or did not answer in time; the message carries its stderr."""
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class Memcached:
+    """One memcached process on 127.0.0.1, restartable on the same port.
+
+    `pause`/`resume` send SIGSTOP/SIGCONT: the port keeps accepting connections (the
+    kernel does that) but nothing answers, like a frozen server.
+    """
+
+    host = "127.0.0.1"
+
+    def __init__(self, binary: str, port: int) -> None:
+        self.binary = binary
+        self.port = port
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._stderr: IO[bytes] | None = None
+        self._paused = False
+
+    @property
+    def url(self) -> str:
+        return f"memcached://{self.host}:{self.port}"
+
+    @property
+    def running(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    def start(self) -> None:
+        """Start memcached and return once it answers `version` (no fixed sleep)."""
+        if self.running:
+            raise RuntimeError("memcached is already running")
+        cmd = [self.binary, "-l", self.host, "-p", str(self.port), "-U", "0", "-m", "64"]
+        if os.geteuid() == 0:
+            cmd[1:1] = ["-u", "nobody"]  # memcached refuses to run as root otherwise
+        self._stderr = tempfile.NamedTemporaryFile(prefix="memcached-", suffix=".log")
+        self._proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=self._stderr)
+        self._paused = False
+        deadline = time.monotonic() + MEMCACHED_START_TIMEOUT
+        while not self._answers():
+            if self._proc.poll() is not None or time.monotonic() > deadline:
+                error = MemcachedStartError(
+                    f"memcached on port {self.port} did not start: {self._stderr_text()!r}"
+                )
+                self.stop()
+                raise error
+            time.sleep(0.01)
+
+    def stop(self) -> None:
+        """Kill the process (also a paused one); its connections close at once. Idempotent."""
+        proc, self._proc = self._proc, None
+        if proc is not None and proc.poll() is None:
+            # SIGKILL: nothing to save, and SIGTERM costs memcached 0.7 s (also when paused).
+            proc.kill()
+            proc.wait()
+        self._paused = False
+        if self._stderr is not None:
+            self._stderr.close()
+            self._stderr = None
+
+    def restart(self) -> None:
+        """Stop and start again on the same port: every stored key is gone."""
+        self.stop()
+        self.start()
+
+    def pause(self) -> None:
+        """SIGSTOP, and return only once the process is really stopped."""
+        assert self._proc is not None
+        self._proc.send_signal(signal.SIGSTOP)
+        os.waitpid(self._proc.pid, os.WUNTRACED)  # a signal is asynchronous
+        self._paused = True
+
+    def resume(self) -> None:
+        """SIGCONT, and return once the process runs again."""
+        assert self._proc is not None
+        self._proc.send_signal(signal.SIGCONT)
+        os.waitpid(self._proc.pid, os.WCONTINUED)
+        self._paused = False
+
+    def stats(self) -> dict[str, str]:
+        """The server's `stats` over a fresh connection of our own."""
+        reply = self._roundtrip(b"stats\r\n", b"END\r\n")
+        lines = reply.decode("ascii").split("\r\n")
+        return {
+            parts[1]: parts[2] if len(parts) > 2 else ""
+            for parts in (line.split(" ", 2) for line in lines)
+            if parts[0] == "STAT"
+        }
+
+    def _answers(self) -> bool:
+        try:
+            return self._roundtrip(b"version\r\n", b"\r\n", timeout=0.5).startswith(b"VERSION ")
+        except OSError:
+            return False
+
+    def _roundtrip(self, request: bytes, end: bytes, timeout: float = 5.0) -> bytes:
+        with socket.create_connection((self.host, self.port), timeout=timeout) as sock:
+            sock.sendall(request)
+            reply = b""
+            while not reply.endswith(end):
+                chunk = sock.recv(65536)
+                if not chunk:
+                    raise ConnectionResetError("memcached closed the connection")
+                reply += chunk
+            return reply
+
+    def _stderr_text(self) -> str:
+        if self._stderr is None:
+            return ""
+        self._stderr.seek(0)
+        return self._stderr.read().decode(errors="replace").strip()
+
+
+@pytest.fixture(scope="session")
+def memcached_binary() -> str:
+    """Path of the memcached binary; fails (does not skip) when it is not installed."""
+    path = shutil.which("memcached") or shutil.which("memcached", path="/usr/bin:/usr/sbin")
+    if path is None:
+        pytest.fail(
+            "memcached binary not found on PATH: install it (apt-get install memcached); "
+            "the store tests need a real server",
+            pytrace=False,
+        )
+    return path
+
+
+@pytest.fixture
+def memcached(memcached_binary: str) -> Iterator[Memcached]:
+    """A fresh memcached for one test, stopped afterwards even if the test fails."""
+    for attempt in range(3):
+        server = Memcached(memcached_binary, _free_port())
+        try:
+            server.start()
+            break
+        except MemcachedStartError as exc:
+            # Another process may have taken the free port before memcached bound it.
+            if attempt == 2 or "in use" not in str(exc):
+                raise
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+# --------------------------------------------------------------------------------------
+# blf-panel processes: the CLI run as a real process (fixture `blf`), always stopped.
+# --------------------------------------------------------------------------------------
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+class BlfProcess:
+    """`python -m app.cli ARGS` with its own environment; stdout is a pipe to read from."""
+
+    def __init__(self, args: list[str], env: dict[str, str]) -> None:
+        self.args = args
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "app.cli", *args],
+            cwd=ROOT,
+            env={**os.environ, "PYTHONUNBUFFERED": "1", **env},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+
+    def readline(self, timeout: float = 10.0) -> str:
+        """The next stdout line; fails after `timeout` instead of hanging."""
+        ready, _, _ = select.select([self.proc.stdout], [], [], timeout)
+        if not ready:
+            raise AssertionError(f"blf-panel {self.args}: no output within {timeout}s")
+        return self.proc.stdout.readline()
+
+    def terminate(self, timeout: float = 10.0) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout)
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait()
+        for stream in (self.proc.stdout, self.proc.stderr):
+            if stream:
+                stream.close()
+
+
+@pytest.fixture
+def blf() -> Iterator[Callable[..., BlfProcess]]:
+    """Start blf-panel commands: `blf("collect", env={...})`; all are killed afterwards."""
+    started: list[BlfProcess] = []
+
+    def start(*args: str, env: dict[str, str] | None = None) -> BlfProcess:
+        process = BlfProcess(list(args), env or {})
+        started.append(process)
+        return process
+
+    yield start
+    for process in started:
+        process.kill()
+
+
+@pytest.fixture
+def free_port() -> Callable[[], int]:
+    return _free_port

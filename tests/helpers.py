@@ -1,0 +1,106 @@
+"""Small helpers the tests share: a raw AMI client and waiting on the store."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from app.store import SnapshotStore
+
+Snapshot = dict[str, Any]
+
+
+async def wait_for_snapshot(
+    store: SnapshotStore, predicate: Callable[[Snapshot], bool], timeout: float = 5.0
+) -> Snapshot:
+    """The first published snapshot for which `predicate` holds; fails after `timeout`."""
+
+    async def watch() -> Snapshot:
+        known: int | None = None
+        while True:
+            snapshot = await store.read_snapshot()
+            if snapshot is not None and predicate(snapshot):
+                return snapshot
+            known = snapshot["version"] if snapshot else None
+            await store.wait_for_version(known, poll_interval=0.01)
+
+    try:
+        return await asyncio.wait_for(watch(), timeout)
+    except TimeoutError:
+        last = await store.read_snapshot()
+        raise AssertionError(f"no snapshot matched within {timeout}s; last: {summary(last)}") from None
+
+
+def summary(snapshot: Snapshot | None) -> str:
+    if snapshot is None:
+        return "None"
+    states = {k: v["state"] for k, v in snapshot["extensions"].items()}
+    return f"version={snapshot['version']} pbx={snapshot['pbx']} states={states}"
+
+
+def states_of(snapshot: Snapshot) -> dict[str, str]:
+    return {v["exten"]: v["state"] for v in snapshot["extensions"].values()}
+
+
+class AmiClient:
+    """A bare AMI client over TCP, the way a script or another tool drives a PBX."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader, self.writer = reader, writer
+        self._ids = 0
+
+    @classmethod
+    async def login(cls, port: int, username: str = "blf", secret: str = "blfsecret") -> AmiClient:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        client = cls(reader, writer)
+        await asyncio.wait_for(reader.readline(), 5)  # banner
+        reply = await client.action("Login", Username=username, Secret=secret, Events="off")
+        assert reply.get("Response") == "Success", reply
+        return client
+
+    async def action(self, name: str, **fields: str) -> dict[str, str]:
+        """Send one action and return its first reply (events off, so it is the reply)."""
+        self._ids += 1
+        lines = [f"Action: {name}", f"ActionID: t-{self._ids}"] + [f"{k}: {v}" for k, v in fields.items()]
+        self.writer.write(("\r\n".join(lines) + "\r\n\r\n").encode())
+        await self.writer.drain()
+        while True:
+            raw = await asyncio.wait_for(self.reader.readuntil(b"\r\n\r\n"), 5)
+            frame = dict(line.split(": ", 1) for line in raw.decode().split("\r\n") if ": " in line)
+            if frame.get("ActionID") == f"t-{self._ids}":
+                return frame
+
+    async def setvar(self, device: str, value: str) -> None:
+        reply = await self.action("Setvar", Variable=f"DEVICE_STATE({device})", Value=value)
+        assert reply.get("Response") == "Success", reply
+
+    async def close(self) -> None:
+        self.writer.close()
+        try:
+            await self.writer.wait_closed()
+        except OSError:
+            pass
+
+
+class LogWatch(logging.Handler):
+    """Collects log records and lets a test await one, instead of polling with sleeps."""
+
+    def __init__(self) -> None:
+        super().__init__(level=logging.DEBUG)
+        self.records: list[logging.LogRecord] = []
+        self._new = asyncio.Event()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+        self._new.set()
+
+    def count(self, text: str) -> int:
+        return sum(text in record.getMessage() for record in self.records)
+
+    async def wait_for(self, text: str, count: int = 1, timeout: float = 5.0) -> None:
+        async with asyncio.timeout(timeout):
+            while self.count(text) < count:
+                self._new.clear()
+                await self._new.wait()

@@ -1,0 +1,126 @@
+"""The `blf-panel` commands as real processes: simulate, collect and watch together."""
+
+from __future__ import annotations
+
+import json
+import signal
+
+from app.cli import change_lines, render_table
+from app.store import MemcachedStore
+from tests.helpers import AmiClient, wait_for_snapshot
+
+
+def pbx_env(ami_port: int, memcached_url: str) -> dict[str, str]:
+    return {
+        "AMI_HOST": "127.0.0.1",
+        "AMI_PORT": str(ami_port),
+        "MEMCACHED_URL": memcached_url,
+        "STORE_PREFIX": "cli:",
+        "AMI_PING_INTERVAL": "1",
+    }
+
+
+async def test_simulate_collect_watch(blf, free_port, memcached) -> None:
+    port = free_port()
+    simulate = blf("simulate", "--port", str(port), "--extensions", "100-109")
+    assert "listening" in simulate.proc.stderr.readline() or simulate.proc.poll() is None
+    collect = blf("collect", env=pbx_env(port, memcached.url))
+    store = MemcachedStore(memcached.host, memcached.port, prefix="cli:")
+    try:
+        await wait_for_snapshot(store, lambda s: s["pbx"]["connected"] and len(s["extensions"]) == 10, 15)
+        watch = blf("watch", env=pbx_env(port, memcached.url))  # live, into a pipe
+        head = watch.readline()
+        assert head.startswith("PBX connected") and "10 extensions" in head
+        client = await AmiClient.login(port)
+        try:
+            await client.setvar("Custom:105", "INUSE")
+        finally:
+            await client.close()
+        snapshot = await wait_for_snapshot(
+            store, lambda s: s["extensions"]["105@ext-local"]["state"] == "inuse"
+        )
+        assert snapshot["pbx"]["connected"]
+        line = watch.readline()
+        while "105@ext-local" not in line:
+            line = watch.readline()
+        assert line.rstrip().endswith("105@ext-local  idle -> inuse")
+    finally:
+        await store.close()
+
+    once = blf("watch", "--once", env=pbx_env(port, memcached.url))
+    out, _ = once.proc.communicate(timeout=15)
+    assert once.proc.returncode == 0
+    assert "PBX connected" in out and "105 inuse" in " ".join(out.split())
+
+    as_json = blf("watch", "--once", "--json", env=pbx_env(port, memcached.url))
+    out, _ = as_json.proc.communicate(timeout=15)
+    assert json.loads(out)["extensions"]["105@ext-local"]["state"] == "inuse"
+
+    assert collect.terminate() == 0
+    assert simulate.terminate() == 0
+
+
+def test_watch_once_runs_the_embedded_demo(blf) -> None:
+    """No settings at all: the demo PBX, the collector and the table in one process."""
+    watch = blf("watch", "--once", env={"AMI_HOST": "", "MEMCACHED_URL": "", "DEMO_EXTENSIONS": "100-149"})
+    out, err = watch.proc.communicate(timeout=30)
+    assert watch.proc.returncode == 0, err
+    head = out.splitlines()[0]
+    assert head.startswith("PBX connected") and "50 extensions" in head
+    for exten in ("100", "125", "149"):
+        assert f" {exten} " in f" {out} "
+
+
+def test_watch_once_without_a_collector_says_so(blf, memcached) -> None:
+    watch = blf("watch", "--once", env={"MEMCACHED_URL": memcached.url, "AMI_HOST": ""})
+    _, err = watch.proc.communicate(timeout=15)
+    assert watch.proc.returncode == 1
+    assert "no snapshot" in err and "Traceback" not in err
+
+
+def test_watch_once_with_memcached_down(blf, memcached) -> None:
+    url = memcached.url
+    memcached.stop()
+    watch = blf("watch", "--once", env={"MEMCACHED_URL": url, "STORE_TIMEOUT": "0.5"})
+    _, err = watch.proc.communicate(timeout=15)
+    assert watch.proc.returncode == 1 and "store unreachable" in err and "Traceback" not in err
+
+
+def test_collect_stops_cleanly_on_sigint(blf, free_port, memcached) -> None:
+    collect = blf("collect", env=pbx_env(free_port(), memcached.url))  # no PBX there: retrying
+    line = collect.proc.stderr.readline()
+    assert "unreachable" in line
+    collect.proc.send_signal(signal.SIGINT)
+    assert collect.proc.wait(10) == 0
+
+
+def test_bad_arguments_are_one_line_and_exit_2(blf) -> None:
+    simulate = blf("simulate", "--extensions", "100-abc")
+    _, err = simulate.proc.communicate(timeout=15)
+    assert simulate.proc.returncode == 2 and err.count("\n") == 1 and "--extensions" in err
+
+
+def test_render_table_and_change_lines() -> None:
+    snapshot = {
+        "version": 3,
+        "updated_at": 0,
+        "pbx": {"connected": False, "since": 0},
+        "extensions": {
+            f"{n}@ext-local": {"exten": str(n), "context": "ext-local", "state": "idle", "changed_at": 0}
+            for n in (101, 99, 100)
+        },
+    }
+    table = render_table(snapshot, width=80)
+    head, *rows = table.splitlines()
+    assert head.startswith("PBX DISCONNECTED") and "3 extensions" in head
+    assert rows[0].split()[0] == "99" and " ?" in rows[0]  # numeric order; unconfirmed marker
+    later = json.loads(json.dumps(snapshot))
+    later["extensions"]["100@ext-local"]["state"] = "ringing"
+    del later["extensions"]["101@ext-local"]
+    later["pbx"]["connected"] = True
+    lines = change_lines(snapshot, later)
+    assert [line.split("  ", 1)[1] for line in lines] == [
+        "PBX connected",
+        "100@ext-local  idle -> ringing",
+        "101@ext-local  removed",
+    ]

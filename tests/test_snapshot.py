@@ -1,0 +1,108 @@
+"""The collector's in-memory picture and the JSON contract it publishes."""
+
+import json
+
+from app.snapshot import PbxPicture
+from app.states import ExtensionState
+
+
+def state(exten: str, status: int, name: str = "", hint: str = "") -> ExtensionState:
+    from app.states import state_name
+
+    return ExtensionState(exten, "ext-local", hint or f"Custom:{exten}", status, name or state_name(status))
+
+
+def test_publication_follows_the_contract() -> None:
+    picture = PbxPicture(started_at=1000.0)
+    picture.replace_all([state("100", 0), state("101", 1)], now=1001.0)
+    picture.set_link(True, 1001.0)
+    pub = picture.publication(version=7, now=1002.0, full=True)
+    assert pub.full
+    snapshot = json.loads(pub.snapshot)
+    assert snapshot["version"] == 7 and snapshot["updated_at"] == 1002.0
+    assert snapshot["pbx"] == {"connected": True, "since": 1001.0}
+    assert snapshot["extensions"]["101@ext-local"] == {
+        "exten": "101",
+        "context": "ext-local",
+        "hint": "Custom:101",
+        "status": 1,
+        "state": "inuse",
+        "changed_at": 1001.0,
+        "version": 7,
+    }
+    assert set(pub.changed) == {"100@ext-local", "101@ext-local"}
+    assert json.loads(pub.changed["100@ext-local"]) == snapshot["extensions"]["100@ext-local"]
+    assert not picture.pending
+
+
+def test_a_repeat_is_not_a_change() -> None:
+    picture = PbxPicture(started_at=0.0)
+    assert picture.apply(state("100", 0), now=1.0)
+    picture.publication(1, now=1.0, full=False)
+    assert not picture.apply(state("100", 0), now=2.0)
+    assert not picture.pending
+    assert picture.replace_all([state("100", 0)], now=3.0) == 0
+
+
+def test_only_changed_extensions_get_the_new_version() -> None:
+    picture = PbxPicture(started_at=0.0)
+    picture.replace_all([state("100", 0), state("101", 0)], now=1.0)
+    picture.publication(1, now=1.0, full=False)
+    picture.apply(state("101", 8), now=2.0)
+    pub = picture.publication(2, now=2.0, full=False)
+    assert list(pub.changed) == ["101@ext-local"]
+    extensions = json.loads(pub.snapshot)["extensions"]
+    assert extensions["100@ext-local"]["version"] == 1 and extensions["101@ext-local"]["version"] == 2
+    assert extensions["101@ext-local"]["changed_at"] == 2.0
+
+
+def test_full_picture_removes_what_the_pbx_no_longer_lists() -> None:
+    picture = PbxPicture(started_at=0.0)
+    picture.replace_all([state("100", 0), state("101", 0)], now=1.0)
+    picture.publication(1, now=1.0, full=False)
+    picture.replace_all([state("101", 0), state("102", 4)], now=2.0)
+    pub = picture.publication(2, now=2.0, full=False)
+    assert pub.removed == ("100@ext-local",)
+    assert set(json.loads(pub.snapshot)["extensions"]) == {"101@ext-local", "102@ext-local"}
+
+
+def test_resend_after_store_loss_keeps_versions() -> None:
+    picture = PbxPicture(started_at=0.0)
+    picture.replace_all([state("100", 0)], now=1.0)
+    picture.publication(1, now=1.0, full=False)
+    picture.mark_all_dirty()
+    pub = picture.publication(2, now=5.0, full=False)
+    assert json.loads(pub.changed["100@ext-local"])["version"] == 1
+    assert json.loads(pub.snapshot)["version"] == 2
+
+
+def test_link_state_is_published_with_its_time() -> None:
+    picture = PbxPicture(started_at=10.0)
+    first = json.loads(picture.publication(1, now=10.0, full=False).snapshot)
+    assert first["pbx"] == {"connected": False, "since": 10.0}
+    picture.set_link(True, 11.0)
+    picture.set_link(False, 12.5)
+    assert json.loads(picture.publication(2, now=13.0, full=False).snapshot)["pbx"] == {
+        "connected": False,
+        "since": 12.5,
+    }
+
+
+def test_device_change_updates_hints_whose_devices_are_all_known() -> None:
+    picture = PbxPicture(started_at=0.0)
+    picture.replace_all(
+        [state("105", 4, hint="PJSIP/105&Custom:105,CustomPresence:105"), state("106", 0)], now=1.0
+    )
+    assert picture.apply_device("Custom:105", "INUSE", now=2.0) == 0  # PJSIP/105 not known yet
+    picture.apply_device("PJSIP/105", "UNAVAILABLE", now=2.0)
+    assert picture.apply_device("Custom:105", "RINGING", now=3.0) == 1
+    assert picture.extensions["105@ext-local"].state.state == "ringing"
+    assert picture.apply_device("Custom:106", "BUSY", now=3.0) == 1
+    assert picture.extensions["106@ext-local"].state.status == 2
+
+
+def test_hostile_strings_stay_inside_json() -> None:
+    picture = PbxPicture(started_at=0.0)
+    picture.apply(state("100", 0, hint='Custom:100"},"x":{"<script>'), now=1.0)
+    snapshot = json.loads(picture.publication(1, now=1.0, full=False).snapshot)
+    assert snapshot["extensions"]["100@ext-local"]["hint"] == 'Custom:100"},"x":{"<script>'
