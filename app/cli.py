@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import inspect
 import json
 import logging
 import shutil
@@ -45,6 +46,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         stream=sys.stderr,
     )
     try:
+        if not inspect.iscoroutinefunction(args.command):
+            return args.command(settings, args)
         return _run_until_signal(lambda: args.command(settings, args))
     except UsageError as error:
         print(f"blf-panel: {error}", file=sys.stderr)
@@ -64,6 +67,15 @@ def _parser() -> argparse.ArgumentParser:
     simulate.add_argument("--secret", help="AMI secret (default: AMI_SECRET)")
     simulate.add_argument("--context", default="ext-local", help="dialplan context of the hints")
     simulate.set_defaults(command=simulate_command)
+
+    serve = commands.add_parser(
+        "serve", help="the web panel (uvicorn), with the collector unless COLLECTOR=off"
+    )
+    serve.add_argument("--host", help="listen address (default: HOST)")
+    serve.add_argument("--port", type=_port_arg, help="listen port (default: PORT)")
+    serve.add_argument("--workers", type=int, help="worker processes (default: WORKERS)")
+    serve.add_argument("--root-path", help="path prefix behind a proxy (default: ROOT_PATH)")
+    serve.set_defaults(command=serve_command)
 
     collect = commands.add_parser("collect", help="the collector alone: PBX to store, until stopped")
     collect.set_defaults(command=collect_command)
@@ -120,6 +132,37 @@ async def simulate_command(settings: Settings, args: argparse.Namespace) -> int:
         )
     except OSError as error:
         raise UsageError(f"cannot listen on {args.host}:{args.port}: {error.strerror or error}") from None
+    return 0
+
+
+def serve_command(settings: Settings, args: argparse.Namespace) -> int:
+    import uvicorn
+
+    host = args.host or settings.host
+    port = settings.port if args.port is None else args.port
+    workers = args.workers or settings.workers
+    root_path = settings.root_path if args.root_path is None else args.root_path
+    if workers < 1:
+        raise UsageError("--workers must be 1 or more")
+    if workers > 1 and not settings.memcached_url:
+        raise UsageError(
+            f"--workers {workers} needs MEMCACHED_URL: worker processes share the states "
+            "through memcached (the in-process store cannot be shared)"
+        )
+    where = "the demo PBX (built-in simulator)" if settings.demo else f"the PBX at {settings.ami_host}"
+    shown_host = "127.0.0.1" if host in ("0.0.0.0", "::") else host
+    print(f"blf-panel: panel at http://{shown_host}:{port}{root_path}/ showing {where}", flush=True)
+    uvicorn.run(
+        "app.main:create_app",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        root_path=root_path,
+        proxy_headers=True,
+        log_level=settings.log_level.lower(),
+        timeout_graceful_shutdown=5,
+    )
     return 0
 
 

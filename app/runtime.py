@@ -9,13 +9,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import re
+import secrets
+import socket
 from collections.abc import AsyncIterator, Coroutine
 from typing import Any
 
 from app.collector import AmiTarget, Collector
 from app.settings import Settings
 from app.simulator import Simulator, parse_extension_range
-from app.store import SnapshotStore, open_store
+from app.store import SnapshotStore, StoreError, open_store
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +86,43 @@ async def background(work: Coroutine[Any, Any, None], name: str) -> AsyncIterato
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
+
+
+def lease_owner() -> str:
+    """An id for this process in the collector lease: host, pid and a random part."""
+    host = re.sub(r"[^A-Za-z0-9_.\-]", "_", socket.gethostname())[:60] or "host"
+    return f"{host}:{os.getpid()}:{secrets.token_hex(3)}"
+
+
+async def lead_or_follow(settings: Settings, store: SnapshotStore, owner: str) -> None:
+    """Run the collector only while this process holds the lease in the shared store, so
+    however many workers and hosts serve viewers, the PBX sees one AMI session. When the
+    holder dies its lease expires and another process takes over (and resyncs)."""
+    renew = max(settings.lease_ttl / 4, 0.5)
+    try:
+        while True:
+            if await _try_lease(store, owner, settings.lease_ttl):
+                log.info("holding the collector lease as %s", owner)
+                async with running_collector(settings, store):
+                    while True:  # renew well before the lease expires
+                        await asyncio.sleep(renew)
+                        if not await _try_lease(store, owner, settings.lease_ttl, keep_if_unsure=True):
+                            break
+                log.warning("lost the collector lease; collector stopped here")
+            await asyncio.sleep(renew)
+    finally:
+        with contextlib.suppress(StoreError, OSError, asyncio.CancelledError):
+            async with asyncio.timeout(1.0):
+                await store.release_lease(owner)
+
+
+async def _try_lease(store: SnapshotStore, owner: str, ttl: int, *, keep_if_unsure: bool = False) -> bool:
+    """Take or renew the lease. While the store is unreachable nobody can take it from
+    us, so a holder keeps collecting (into memory) and a follower keeps waiting."""
+    try:
+        return await store.acquire_lease(owner, ttl)
+    except StoreError:
+        return keep_if_unsure
 
 
 def _log_crash(task: asyncio.Task[None]) -> None:

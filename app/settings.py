@@ -94,6 +94,43 @@ def _log_level(value: str) -> str:
     return level
 
 
+def _workers(value: str) -> int:
+    if not value.isdigit() or not 1 <= int(value) <= 64:
+        raise ValueError(f"{value!r} is not a number of workers (1-64)")
+    return int(value)
+
+
+def _on_off(value: str) -> bool:
+    if value.lower() not in ("on", "off"):
+        raise ValueError(f"{value!r} is not on or off")
+    return value.lower() == "on"
+
+
+def _frame_ancestors(value: str) -> str:
+    # Goes into a header: one CSP source list, nothing that could end or split it.
+    if not re.fullmatch(r"[A-Za-z0-9'*:/.\- ]{1,500}", value):
+        raise ValueError(f"{value!r} is not a CSP source list like 'self' https://crm.example.com")
+    return " ".join(value.split())
+
+
+def _root_path(value: str) -> str:
+    if value and not re.fullmatch(r"(/[A-Za-z0-9_.\-]+)+", value):
+        raise ValueError(f"{value!r} must be empty or a path like /blf (no trailing slash)")
+    return value
+
+
+def _lease_ttl(value: str) -> int:
+    if not value.isdigit() or not 2 <= int(value) <= 300:
+        raise ValueError(f"{value!r} is not a whole number of seconds (2-300)")
+    return int(value)
+
+
+def _title(value: str) -> str:
+    if not 1 <= len(value) <= 80:
+        raise ValueError("must be 1 to 80 characters")
+    return value
+
+
 def _extension_range(value: str) -> str:
     from app.simulator import parse_extension_range
 
@@ -126,6 +163,17 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("DEMO_EXTENSIONS", "100-149", "extensions of the demo PBX", _extension_range),
     Setting("DEMO_CHURN", "2", "state changes per second on the demo PBX", _non_negative_float),
     Setting("LOG_LEVEL", "INFO", "DEBUG, INFO, WARNING or ERROR", _log_level),
+    Setting("HOST", "127.0.0.1", "address `blf-panel serve` listens on", _host),
+    Setting("PORT", "8000", "port `blf-panel serve` listens on", _port),
+    Setting("WORKERS", "1", "web worker processes (more than 1 needs MEMCACHED_URL)", _workers),
+    Setting("COLLECTOR", "on", "on: this host may hold the AMI connection; off: web only", _on_off),
+    Setting("ROOT_PATH", "", "path prefix behind a proxy, e.g. /blf", _root_path),
+    Setting("FRAME_ANCESTORS", "'self'", "who may show the panel in an iframe (CSP)", _frame_ancestors),
+    Setting("PANEL_TITLE", "Extensions", "title of the panel page", _title),
+    Setting("STORE_POLL", "0.05", "seconds between checks of the version key", _positive_float),
+    Setting("HEARTBEAT", "5", "seconds between keep-alive messages to viewers", _positive_float),
+    Setting("SEND_TIMEOUT", "10", "seconds a viewer may block a send before it is dropped", _positive_float),
+    Setting("LEASE_TTL", "4", "seconds the collector lease lives unless renewed", _lease_ttl),
 )
 
 
@@ -149,6 +197,17 @@ class Settings:
     demo_extensions: str
     demo_churn: float
     log_level: str
+    host: str
+    port: int
+    workers: int
+    collector: bool
+    root_path: str
+    frame_ancestors: str
+    panel_title: str
+    store_poll: float
+    heartbeat: float
+    send_timeout: float
+    lease_ttl: int
 
     @property
     def demo(self) -> bool:
@@ -156,7 +215,8 @@ class Settings:
 
 
 def read_env_file(path: Path) -> dict[str, str]:
-    """`NAME=value` lines; `#` starts a comment line; quotes around a value are removed."""
+    """`NAME=value` lines; `#` starts a comment line; double quotes around a value are
+    removed (single quotes stay: CSP needs them, as in FRAME_ANCESTORS='self')."""
     values: dict[str, str] = {}
     if not path.is_file():
         return values
@@ -168,7 +228,7 @@ def read_env_file(path: Path) -> dict[str, str]:
         if not sep:
             raise SettingsError(f"{path.name} line {number}", f"expected NAME=value, got {line!r}")
         value = value.strip()
-        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+        if len(value) >= 2 and value[0] == value[-1] == '"':
             value = value[1:-1]
         values[name.strip()] = value
     return values

@@ -282,6 +282,7 @@ class Simulator:
         self.context = context
         self.churn = churn
         self.logins = 0
+        self.peak_sessions = 0  # most logged-in clients at once (one collector: 1)
         self._rng = random.Random(seed)
         self._hints: dict[str, str] = {}  # exten -> hint, in dialplan order
         self._device_hints: dict[str, list[str]] = {}  # device -> extens whose hint has it
@@ -715,6 +716,7 @@ class _Session:
             self.event_mask = mask
         self.authenticated = True
         self._sim.logins += 1
+        self._sim.peak_sessions = max(self._sim.peak_sessions, self._sim.sessions)
         log.info("AMI user %s logged in from %s", username, self.peer)
         self.send(response("Success", action_id, ("Message", "Authentication accepted")))
         if self.event_mask & SYSTEM:

@@ -193,6 +193,10 @@ class SnapshotStore(ABC):
         """Give the lease up, but only if `owner` holds it."""
 
     @abstractmethod
+    async def lease_holder(self) -> str | None:
+        """Who holds the collector lease now; None when nobody does."""
+
+    @abstractmethod
     async def wait_for_version(self, known: int | None, poll_interval: float) -> int | None:
         """Return the version as soon as it differs from `known`."""
 
@@ -265,6 +269,11 @@ class MemoryStore(SnapshotStore):
         _check_lease_args(owner, 1)
         if self._lease is not None and self._lease[0] == owner:
             self._lease = None
+
+    async def lease_holder(self) -> str | None:
+        if self._lease is None or self._lease[1] <= time.monotonic():
+            return None
+        return self._lease[0]
 
     async def wait_for_version(self, known: int | None, poll_interval: float) -> int | None:
         """Wakes on `publish`; `poll_interval` is not needed in memory."""
@@ -474,6 +483,12 @@ class MemcachedStore(SnapshotStore):
         ttl = _LEASE_TOMBSTONE_TTL
         if await self._call("release lease", cas, key, _LEASE_TOMBSTONE, cas_token, exptime=ttl):
             await self._call("delete lease", self._client.delete, key)
+
+    async def lease_holder(self) -> str | None:
+        raw = await self._get(self._keys.lease)
+        if raw is None or raw == _LEASE_TOMBSTONE:
+            return None
+        return raw.decode("ascii", "replace")
 
     async def wait_for_version(self, known: int | None, poll_interval: float) -> int | None:
         """Polls every `poll_interval` s; raises StoreUnavailable while memcached is down."""

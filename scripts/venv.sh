@@ -12,7 +12,16 @@ need_apt() {
   [ "$(id -u)" -eq 0 ] || sudo="sudo"
   echo "installing with apt: ${missing[*]}" >&2
   $sudo apt-get update -qq
+  # Tests start their own memcached and nginx: keep the packages' system services from
+  # starting (a busy port 80 would otherwise fail the install).
+  local policy=/usr/sbin/policy-rc.d added=""
+  if [ ! -e "$policy" ]; then
+    printf '#!/bin/sh\nexit 101\n' | $sudo tee "$policy" >/dev/null && $sudo chmod +x "$policy" && added=1
+  fi
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  local status=$?
+  [ -z "$added" ] || $sudo rm -f "$policy"
+  return $status
 }
 
 make_venv() {

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import select
 import shutil
@@ -11,10 +12,15 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import IO
 
 import pytest
+import uvicorn
+from sse_starlette.sse import AppStatus
+
+from app.main import create_app
+from app.settings import Settings, load_settings
 
 # --------------------------------------------------------------------------------------
 # memcached: a real server per test (fixture `memcached`), never a fake.
@@ -237,3 +243,116 @@ def blf() -> Iterator[Callable[..., BlfProcess]]:
 @pytest.fixture
 def free_port() -> Callable[[], int]:
     return _free_port
+
+
+# --------------------------------------------------------------------------------------
+# The web panel in this process: a real uvicorn on a free port (fixture `panel`).
+# --------------------------------------------------------------------------------------
+
+
+class PanelServer:
+    """A real uvicorn.Server serving create_app(settings) on 127.0.0.1."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.port = _free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.app = create_app(settings)
+        config = uvicorn.Config(
+            self.app,
+            host="127.0.0.1",
+            port=self.port,
+            log_level="warning",
+            lifespan="on",
+            timeout_graceful_shutdown=3,
+        )
+        self.server = uvicorn.Server(config)
+        self.task: asyncio.Task[None] | None = None
+
+    async def start(self) -> PanelServer:
+        AppStatus.should_exit = False  # a previous server's shutdown must not end our streams
+        self.task = asyncio.create_task(self.server.serve(), name=f"uvicorn-{self.port}")
+        async with asyncio.timeout(15):
+            while not self.server.started:
+                if self.task.done():
+                    self.task.result()
+                await asyncio.sleep(0.01)
+        return self
+
+    async def healthy(self, timeout: float = 10.0) -> PanelServer:
+        """Wait until the hub shows a connected PBX with extensions (awaits the hub's own
+        updates, no polling)."""
+        hub = self.app.state.hub
+        async with asyncio.timeout(timeout):
+            while not (hub.link.ok and hub.extensions):
+                await hub.head.ready.wait()
+        return self
+
+    async def stop(self) -> None:
+        if self.task is None:
+            return
+        self.server.should_exit = True
+        try:
+            async with asyncio.timeout(15):
+                await self.task
+        finally:
+            AppStatus.should_exit = False
+
+
+@pytest.fixture
+async def panel() -> AsyncIterator[Callable[..., Awaitable[PanelServer]]]:
+    """`await panel(AMI_HOST="127.0.0.1", ...)`: settings are the defaults (not settings.env)
+    plus these; the server is stopped after the test."""
+    servers: list[PanelServer] = []
+
+    async def start(**environ: str) -> PanelServer:
+        settings = load_settings(environ={"LOG_LEVEL": "WARNING", **environ}, env_file=None)
+        server = PanelServer(settings)
+        servers.append(server)
+        return await server.start()
+
+    yield start
+    for server in servers:
+        await server.stop()
+
+
+# --------------------------------------------------------------------------------------
+# A real browser: Debian's chromium driven by Playwright (fixture `browser`).
+#
+# Playwright never downloads a browser here: it starts the system chromium (apt package
+# `chromium`, installed by scripts/test). A missing binary fails the browser tests
+# instead of skipping them, so they cannot silently stop running.
+# --------------------------------------------------------------------------------------
+
+CHROMIUM = "/usr/lib/chromium/chromium"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+@pytest.fixture
+async def browser() -> AsyncIterator[object]:
+    """A headless chromium (playwright.async_api.Browser) for one test, closed afterwards."""
+    if not os.access(CHROMIUM, os.X_OK):
+        pytest.fail(
+            f"chromium not found at {CHROMIUM}: install it (apt-get install chromium); "
+            "the browser tests need it",
+            pytrace=False,
+        )
+    from playwright.async_api import async_playwright
+
+    async with async_playwright() as playwright:
+        chromium = await playwright.chromium.launch(
+            executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True, timeout=30_000
+        )
+        try:
+            yield chromium
+        finally:
+            await chromium.close()

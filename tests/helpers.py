@@ -104,3 +104,56 @@ class LogWatch(logging.Handler):
             while self.count(text) < count:
                 self._new.clear()
                 await self._new.wait()
+
+
+class SseClient:
+    """Reads Server-Sent Events over a real HTTP connection (httpx streaming)."""
+
+    def __init__(self, url: str, headers: dict[str, str] | None = None) -> None:
+        import httpx
+
+        self._client = httpx.AsyncClient(timeout=httpx.Timeout(10.0, read=None))
+        self._url, self._headers = url, headers or {}
+        self._lines: Any = None
+        self.response: Any = None
+
+    async def __aenter__(self) -> SseClient:
+        self._stream = self._client.stream("GET", self._url, headers=self._headers)
+        self.response = await self._stream.__aenter__()
+        self._lines = self.response.aiter_lines()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self._stream.__aexit__(*exc)
+        await self._client.aclose()
+
+    async def next(self, timeout: float = 5.0) -> dict[str, str]:
+        """The next message as {"id": ..., "data": ...}; raises StopAsyncIteration at the end."""
+        message: dict[str, str] = {}
+        async with asyncio.timeout(timeout):
+            async for line in self._lines:
+                if not line:
+                    if message:
+                        return message
+                    continue
+                if line.startswith(":"):
+                    continue
+                name, _, value = line.partition(":")
+                value = value[1:] if value.startswith(" ") else value
+                message[name] = message[name] + "\n" + value if name in message else value
+        raise StopAsyncIteration
+
+    async def next_with(self, text: str, timeout: float = 5.0) -> dict[str, str]:
+        """The next message whose data holds `text` (heartbeats and others are skipped)."""
+        async with asyncio.timeout(timeout):
+            while True:
+                message = await self.next(timeout)
+                if text in message.get("data", ""):
+                    return message
+
+
+def tile_ids_in(html: str) -> list[str]:
+    """The ids of the tiles (<article id=...>) in an HTML fragment, in order."""
+    import re
+
+    return re.findall(r'<article[^>]*\sid="([^"]+)"', html)

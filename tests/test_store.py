@@ -509,6 +509,15 @@ async def test_lease_one_owner_wins_and_renews(
     assert not await one.acquire_lease("collector-a", 30)
 
 
+async def test_lease_holder(lease_stores: tuple[SnapshotStore, SnapshotStore]) -> None:
+    first, second = lease_stores
+    assert await second.lease_holder() is None
+    assert await first.acquire_lease("host-a:1", ttl=5)
+    assert await second.lease_holder() == "host-a:1"
+    await first.release_lease("host-a:1")
+    assert await second.lease_holder() is None
+
+
 async def test_lease_expires(lease_stores: tuple[SnapshotStore, SnapshotStore]) -> None:
     one, two = lease_stores
     assert await one.acquire_lease("collector-a", 1)

@@ -1,0 +1,288 @@
+"""One watcher per process: follow the store, diff snapshots, render each changed tile
+once, and keep a short chain of updates that every viewer walks at its own pace.
+
+The hot path must stay per change, not per viewer: viewers only join bytes the hub
+already rendered, and a message for a given view is built once per update and cached.
+Viewers wake through a per-update `asyncio.Event` (never a shared future: cancelling one
+viewer's wait would cancel it for all).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import anyio
+
+from app.store import SnapshotStore, StoreError
+from app.tiles import LinkState, Renderer, tile_ids
+
+log = logging.getLogger(__name__)
+
+HISTORY = 512  # updates kept for viewers that reconnect with Last-Event-ID
+STORE_RETRY = 1.0
+OOB = ' hx-swap-oob="true"'
+
+View = tuple[str, ...] | None  # None: every extension; else these extens, in this order
+
+
+@dataclass(eq=False)
+class Update:
+    """What changed between two snapshots, rendered. `tiles` maps keys to tile HTML;
+    `full` means the set of extensions changed (or the hub resynced): send whole views."""
+
+    version: int
+    after: int  # the version this update builds on
+    tiles: dict[str, str]
+    full: bool
+    link: bool  # the link banner changed
+    heartbeat: bool = False
+    closing: bool = False  # the server is shutting down: streams end here
+    next: Update | None = None
+    ready: asyncio.Event = field(default_factory=asyncio.Event)
+    messages: dict[View, bytes] = field(default_factory=dict)
+
+    def link_to(self, following: Update) -> None:
+        self.next = following
+        self.ready.set()
+
+
+class Hub:
+    """Follows the store and keeps the rendered picture every viewer draws from."""
+
+    def __init__(
+        self,
+        store: SnapshotStore,
+        renderer: Renderer,
+        *,
+        poll_interval: float = 0.05,
+        heartbeat: float = 5.0,
+        check_collector: bool = False,
+        clock: Any = time.time,
+    ) -> None:
+        self.store = store
+        self.renderer = renderer
+        self.poll_interval = poll_interval
+        self.heartbeat = heartbeat
+        self.check_collector = check_collector
+        self.clock = clock
+        self.extensions: dict[str, Mapping[str, Any]] = {}
+        self.ids: dict[str, str] = {}
+        self.by_exten: dict[str, str] = {}
+        self.tiles: dict[str, str] = {}  # key -> tile HTML (not out-of-band)
+        self.version = 0
+        self.pbx = LinkState("pbx-down", clock())
+        self.store_ok = True
+        self.store_down_since = 0.0
+        self.collector_ok = True
+        self.link_html = ""
+        self.head = Update(0, 0, {}, True, True)
+        self.history: collections.deque[Update] = collections.deque([self.head], maxlen=HISTORY)
+        self.ready = asyncio.Event()  # set once the first snapshot (or store error) is in
+        self.shutdown = anyio.Event()  # set by sse-starlette when the server stops
+        self.viewers = 0  # open streams in this process
+        self._render_link()
+
+    # --- what viewers ask for ---
+
+    @property
+    def link(self) -> LinkState:
+        if not self.store_ok:
+            return LinkState("store-down", self.store_down_since)
+        if not self.collector_ok:
+            return LinkState("no-collector", self.clock())
+        return self.pbx
+
+    def keys_for(self, view: View) -> list[tuple[str | None, str]]:
+        """(key, exten) pairs of a view, in display order; key None: not on this PBX."""
+        if view is None:
+            return [(key, self.extensions[key]["exten"]) for key in self.ids]
+        return [(self.by_exten.get(exten), exten) for exten in view]
+
+    def whole_view(self, view: View) -> str:
+        """Every tile of a view, for the page itself (not out-of-band)."""
+        return " ".join(self._tile(key, exten) for key, exten in self.keys_for(view))
+
+    def first_message(self, view: View, since: int | None) -> tuple[bytes, Update]:
+        """The first message of a stream: what changed since `since` when the history
+        still holds it, else the whole view."""
+        head = self.head
+        if since is not None and self.history[0].after <= since <= head.version:
+            chain = [u for u in self.history if u.version > since]
+            if not any(u.full for u in chain):
+                return self._encode(head.version, self._changes(view, chain, link=True)), head
+        return self._encode(head.version, self._full(view)), head
+
+    def message(self, view: View, chain: list[Update]) -> bytes | None:
+        """The message that brings a viewer from before `chain` to its end; cached when
+        the chain is a single update, which is the case for every viewer keeping up."""
+        last = chain[-1]
+        if len(chain) == 1 and view in last.messages:
+            return last.messages[view]
+        if any(u.full for u in chain):
+            html = self._full(view)
+        else:
+            html = self._changes(view, chain, link=any(u.link or u.heartbeat for u in chain))
+        data = self._encode(last.version, html) if html else None
+        if len(chain) == 1 and data is not None:
+            last.messages[view] = data
+        return data
+
+    # --- following the store ---
+
+    async def run(self) -> None:
+        async with asyncio.TaskGroup() as group:
+            group.create_task(self._follow(), name="hub-follow")
+            group.create_task(self._beat(), name="hub-heartbeat")
+            group.create_task(self._end_streams_on_shutdown(), name="hub-shutdown")
+            if self.check_collector:
+                group.create_task(self._watch_collector(), name="hub-collector-check")
+
+    async def _follow(self) -> None:
+        known: int | None = None
+        first = True
+        while True:
+            try:
+                if not first:
+                    await self.store.wait_for_version(known, self.poll_interval)
+                first = False
+                snapshot = await self.store.read_snapshot()
+            except StoreError as error:
+                self._store_failed(error)
+                await asyncio.sleep(STORE_RETRY)
+                first = True
+                continue
+            recovered = not self.store_ok
+            self.store_ok = True
+            if snapshot is None:  # nothing published yet (or memcached lost it)
+                known = None
+                if recovered:
+                    self._publish(self.version, {}, full=True, link=True)
+            else:
+                known = snapshot["version"]
+                self._take(snapshot, resync=recovered)
+            self.ready.set()
+
+    def _store_failed(self, error: Exception) -> None:
+        if self.store_ok:
+            log.error("store unreachable (%s); viewers see the states greyed", error)
+            self.store_ok = False
+            self.store_down_since = self.clock()
+            self._publish(self.version, {}, full=False, link=True)
+        self.ready.set()
+
+    async def _end_streams_on_shutdown(self) -> None:
+        """uvicorn waits for open responses before it stops: end every stream at once."""
+        await self.shutdown.wait()
+        update = Update(self.version, self.head.version, {}, False, False, closing=True)
+        previous, self.head = self.head, update
+        previous.link_to(update)
+
+    async def _beat(self) -> None:
+        """Re-send the link banner now and then: it keeps proxies from cutting idle
+        streams and restarts the page's CSS watchdog (a veil after silence)."""
+        while True:
+            await asyncio.sleep(self.heartbeat)
+            self._publish(self.version, {}, full=False, link=False, heartbeat=True)
+
+    async def _watch_collector(self) -> None:
+        """With a shared store, someone must hold the collector lease; if nobody does, the
+        states stop moving and viewers must be told."""
+        while True:
+            await asyncio.sleep(max(self.heartbeat / 2, 0.5))
+            try:
+                holder = await self.store.lease_holder()
+            except StoreError:
+                continue  # _follow reports the store itself
+            if (holder is not None) != self.collector_ok:
+                self.collector_ok = holder is not None
+                log.log(
+                    logging.INFO if self.collector_ok else logging.ERROR,
+                    "collector %s",
+                    "running again" if self.collector_ok else "not running",
+                )
+                self._publish(self.version, {}, full=False, link=True)
+
+    def _take(self, snapshot: Mapping[str, Any], *, resync: bool) -> None:
+        extensions: dict[str, Mapping[str, Any]] = snapshot.get("extensions", {})
+        full = resync or extensions.keys() != self.extensions.keys()
+        if full:
+            self.ids = tile_ids(extensions)
+            self.ids = dict(sorted(self.ids.items(), key=lambda kv: _order(extensions[kv[0]])))
+            self.by_exten = {}
+            for key in self.ids:
+                self.by_exten.setdefault(extensions[key]["exten"], key)
+            self.tiles = {}
+        changed = [key for key, ext in extensions.items() if full or self.extensions.get(key) != ext]
+        self.extensions = extensions
+        rendered = {key: self._render_tile(key) for key in changed}
+        self.tiles.update(rendered)
+        pbx = snapshot.get("pbx", {})
+        state = LinkState("ok" if pbx.get("connected") else "pbx-down", float(pbx.get("since") or 0))
+        link_changed = state != self.pbx
+        self.pbx = state
+        if changed or link_changed or full:
+            self._publish(int(snapshot["version"]), rendered, full=full, link=link_changed)
+
+    def _publish(
+        self, version: int, tiles: dict[str, str], *, full: bool, link: bool, heartbeat: bool = False
+    ) -> None:
+        if link or heartbeat:
+            self._render_link()
+        update = Update(max(version, self.version), self.head.version, tiles, full, link, heartbeat)
+        self.version = update.version
+        previous, self.head = self.head, update
+        self.history.append(update)
+        previous.link_to(update)
+
+    # --- rendering and encoding ---
+
+    def _render_tile(self, key: str) -> str:
+        extension = self.extensions[key]
+        return self.renderer.tile(extension, self.ids[key], extension["exten"], oob=False)
+
+    def _render_link(self) -> None:
+        self.link_html = self.renderer.link(self.link, oob=True)
+
+    def _tile(self, key: str | None, exten: str) -> str:
+        if key is None:
+            return self.renderer.tile(None, f"ext-{exten}", exten, oob=False)
+        return self.tiles.get(key) or self._render_tile(key)
+
+    def _full(self, view: View) -> str:
+        return f'{self.link_html} <main id="tiles" hx-swap-oob="innerHTML">{self.whole_view(view)}</main>'
+
+    def _changes(self, view: View, chain: Iterable[Update], *, link: bool) -> str:
+        merged: dict[str, str] = {}
+        for update in chain:
+            merged.update(update.tiles)
+        if view is None:
+            keys: Iterable[str] = merged
+        else:
+            wanted = {self.by_exten.get(exten) for exten in view}
+            keys = [key for key in merged if key in wanted]
+        parts = [_oob(self.tiles.get(key, merged[key])) for key in keys]
+        if link:
+            parts.insert(0, self.link_html)
+        return " ".join(parts)
+
+    @staticmethod
+    def _encode(version: int, html: str) -> bytes:
+        data = html.replace("\r", " ").replace("\n", " ")
+        return f"id: {version}\ndata: {data}\n\n".encode()
+
+
+def _oob(tile_html: str) -> str:
+    """The out-of-band form of a rendered tile: same bytes plus the swap attribute."""
+    return tile_html.replace("<article", "<article" + OOB, 1)
+
+
+def _order(extension: Mapping[str, Any]) -> tuple[int, int, str, str]:
+    exten = str(extension.get("exten", ""))
+    numeric = exten.isdigit()
+    return (0 if numeric else 1, int(exten) if numeric else 0, exten, str(extension.get("context", "")))

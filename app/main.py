@@ -1,0 +1,200 @@
+"""The Starlette app: the lifespan wires store, collector and hub; routes serve the page,
+the embed, the event stream, the snapshot API and the health check.
+
+Every URL the pages contain is relative, so the app works under any path prefix.
+Nothing from the request reaches the store or a template unchecked.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+from markupsafe import Markup
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, JSONResponse, Response
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from app.hub import Hub, View
+from app.runtime import background, lead_or_follow, lease_owner, running_collector, store_from
+from app.settings import Settings, load_settings
+from app.sse import event_stream
+from app.states import EXTEN_RE
+from app.store import MemoryStore, StoreError
+from app.tiles import Renderer
+
+log = logging.getLogger(__name__)
+
+STATIC = Path(__file__).parent / "static"
+MAX_VIEW_EXTENSIONS = 500
+MAX_VIEW_PARAM = 4000
+
+
+class BadView(ValueError):
+    """A malformed or over-long extension list in the URL."""
+
+
+def parse_view(request: Request) -> View:
+    """`?ext=101,102` as a tuple of extensions (None: all); 400 on anything else."""
+    raw = request.query_params.get("ext")
+    if raw is None:
+        return None
+    if len(raw) > MAX_VIEW_PARAM:
+        raise BadView(f"the ext list is longer than {MAX_VIEW_PARAM} characters")
+    items = [item.strip() for item in raw.split(",")]
+    if len(items) > MAX_VIEW_EXTENSIONS:
+        raise BadView(f"the ext list holds more than {MAX_VIEW_EXTENSIONS} extensions")
+    for number, item in enumerate(items, 1):
+        if not EXTEN_RE.fullmatch(item):
+            raise BadView(f"item {number} of the ext list is not an extension (digits, letters, _+*#.-)")
+    return tuple(dict.fromkeys(items))
+
+
+def _view_query(view: View) -> str:
+    return "" if view is None else "ext=" + ",".join(view) + "&"
+
+
+async def page(request: Request) -> Response:
+    return await _render_view(request, "page.html")
+
+
+async def embed(request: Request) -> Response:
+    return await _render_view(request, "embed.html")
+
+
+async def _render_view(request: Request, template: str) -> Response:
+    hub: Hub = request.app.state.hub
+    settings: Settings = request.app.state.settings
+    view = parse_view(request)
+    await hub.ready.wait()
+    tiles = hub.whole_view(view)
+    context = {
+        "title": settings.panel_title,
+        "tiles_html": Markup(tiles),  # noqa: S704 - rendered by our autoescaping templates
+        "link_html": Markup(hub.renderer.link(hub.link, oob=False)),  # noqa: S704
+        "events_url": f"events?{_view_query(view)}since={hub.version}",
+        "count": len(hub.keys_for(view)),
+    }
+    html = hub.renderer.page(template, **context)
+    return HTMLResponse(html, headers={"Cache-Control": "no-store"})
+
+
+async def events(request: Request) -> Response:
+    hub: Hub = request.app.state.hub
+    view = parse_view(request)
+    await hub.ready.wait()
+    return event_stream(request, hub, view, send_timeout=request.app.state.settings.send_timeout)
+
+
+async def snapshot_api(request: Request) -> Response:
+    """The snapshot exactly as the store holds it (the memcached contract)."""
+    try:
+        raw = await request.app.state.store.read_snapshot_bytes()
+    except StoreError as error:
+        return JSONResponse({"error": f"store unreachable: {error}"}, status_code=503)
+    if raw is None:
+        return JSONResponse({"error": "no snapshot published yet"}, status_code=503)
+    return Response(raw, media_type="application/json", headers={"Cache-Control": "no-store"})
+
+
+async def healthz(request: Request) -> Response:
+    hub: Hub = request.app.state.hub
+    ok = hub.link.ok
+    body = {
+        "status": "ok" if ok else "degraded",
+        "pbx_connected": hub.pbx.ok,
+        "store_ok": hub.store_ok,
+        "version": hub.version,
+    }
+    if hub.check_collector:
+        body["collector_running"] = hub.collector_ok
+    return JSONResponse(body, status_code=200 if ok else 503, headers={"Cache-Control": "no-store"})
+
+
+async def _bad_request(request: Request, exc: Exception) -> Response:
+    return _error_page(request, 400, str(exc))
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    return _error_page(request, exc.status_code, exc.detail)
+
+
+def _error_page(request: Request, status: int, message: str) -> Response:
+    renderer: Renderer = request.app.state.hub.renderer
+    if "text/html" in request.headers.get("accept", ""):
+        html = renderer.page("error.html", title=f"{status}", status=status, message=message)
+        return HTMLResponse(html, status_code=status)
+    return JSONResponse({"error": message}, status_code=status)
+
+
+class SecurityHeaders:
+    """Adds the framing policy (FRAME_ANCESTORS) and no-sniff to every response."""
+
+    def __init__(self, app: ASGIApp, frame_ancestors: str) -> None:
+        self.app = app
+        self.headers = [
+            (b"content-security-policy", f"frame-ancestors {frame_ancestors}".encode()),
+            (b"x-content-type-options", b"nosniff"),
+            (b"referrer-policy", b"same-origin"),
+        ]
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", []), *self.headers]
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
+
+
+def create_app(settings: Settings | None = None) -> Starlette:
+    """The app for one process. Settings are read once here and passed down."""
+    settings = settings or load_settings()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        store = store_from(settings)
+        shared = not isinstance(store, MemoryStore)
+        hub = Hub(
+            store,
+            Renderer(demo=settings.demo),
+            poll_interval=settings.store_poll,
+            heartbeat=settings.heartbeat,
+            check_collector=shared,
+        )
+        app.state.settings, app.state.store, app.state.hub = settings, store, hub
+        async with contextlib.AsyncExitStack() as stack:
+            stack.push_async_callback(store.close)
+            if settings.collector and shared:
+                owner = lease_owner()
+                await stack.enter_async_context(background(lead_or_follow(settings, store, owner), "lease"))
+            elif settings.collector:
+                await stack.enter_async_context(running_collector(settings, store))
+            await stack.enter_async_context(background(hub.run(), "hub"))
+            yield
+
+    app = Starlette(
+        routes=[
+            Route("/", page),
+            Route("/embed", embed),
+            Route("/events", events),
+            Route("/api/snapshot", snapshot_api),
+            Route("/healthz", healthz),
+            Mount("/static", StaticFiles(directory=STATIC), name="static"),
+        ],
+        lifespan=lifespan,
+        exception_handlers={BadView: _bad_request, HTTPException: _http_error},
+    )
+    app.add_middleware(SecurityHeaders, frame_ancestors=settings.frame_ancestors)
+    return app

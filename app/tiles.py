@@ -1,0 +1,130 @@
+"""Server-rendered HTML: a tile, the link banner, the page and the embed (jinja2).
+
+Everything that reaches a template is escaped by jinja2's autoescape: names and hints
+come from the phone network. Tile ids are derived from the extension key only, so a
+tile keeps its id (and its DOM node) for as long as the extension exists.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from jinja2 import Environment, FileSystemLoader, select_autoescape
+
+TEMPLATES = Path(__file__).parent / "templates"
+
+# What each state looks like: a word for the screen reader and the colour-blind, a
+# shape class (the CSS draws it), and the sort of the lamp.
+STATE_LABELS: dict[str, str] = {
+    "idle": "Free",
+    "inuse": "On a call",
+    "busy": "Busy",
+    "unavailable": "Offline",
+    "ringing": "Ringing",
+    "inuse_ringing": "On a call, ringing",
+    "hold": "On hold",
+    "inuse_hold": "On a call, on hold",
+    "unknown": "Unknown",
+}
+
+
+def tile_id(exten: str, context: str, short: bool = True) -> str:
+    """`ext-105`; where two contexts share an exten, the others get `ext-105@context`."""
+    return f"ext-{exten}" if short else f"ext-{exten}@{context}"
+
+
+def tile_ids(keys: Iterable[str]) -> dict[str, str]:
+    """Ids for a set of keys: the context that sorts first keeps the short id."""
+    ids: dict[str, str] = {}
+    taken: set[str] = set()
+    for key in sorted(keys, key=lambda k: (k.split("@", 1)[1], k)):
+        exten, _, context = key.partition("@")
+        short = f"ext-{exten}" not in taken
+        ids[key] = tile_id(exten, context, short)
+        taken.add(ids[key])
+    return ids
+
+
+def clock(epoch: float) -> str:
+    return time.strftime("%H:%M", time.localtime(epoch))
+
+
+def iso(epoch: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(epoch))
+
+
+@dataclass(frozen=True)
+class LinkState:
+    """What the viewer must be told about the freshness of the states it sees."""
+
+    state: str  # "ok" | "pbx-down" | "store-down" | "no-collector"
+    since: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return self.state == "ok"
+
+
+class Renderer:
+    """One jinja2 environment per process; render methods return str, never bytes."""
+
+    def __init__(self, *, demo: bool = False) -> None:
+        self.env = Environment(
+            loader=FileSystemLoader(TEMPLATES),
+            autoescape=select_autoescape(default=True, default_for_string=True),
+            trim_blocks=True,
+            lstrip_blocks=True,
+        )
+        self.env.globals.update(demo=demo, STATE_LABELS=STATE_LABELS)
+        self._tile = self.env.get_template("tile.html")
+        self._link = self.env.get_template("link.html")
+
+    def tile(self, extension: Mapping[str, Any] | None, id_: str, exten: str, *, oob: bool) -> str:
+        """A tile as one line of HTML (an SSE data line needs no splitting then).
+        `extension` None: an extension the PBX does not know (shown as unknown)."""
+        tile = tile_context(extension, id_, exten)
+        return _one_line(self._tile.render(tile=tile, oob=oob))
+
+    def link(self, link: LinkState, *, oob: bool) -> str:
+        context = {"state": link.state, "since": clock(link.since) if link.since else ""}
+        return _one_line(self._link.render(link=context, oob=oob))
+
+    def page(self, name: str, **context: Any) -> str:
+        return self.env.get_template(name).render(**context)
+
+
+def tile_context(extension: Mapping[str, Any] | None, id_: str, exten: str) -> dict[str, Any]:
+    if extension is None:
+        return {
+            "id": id_,
+            "exten": exten,
+            "context": "",
+            "state": "unknown",
+            "label": "Not on this PBX",
+            "status": -1,
+            "hint": "",
+            "since": "",
+            "since_iso": "",
+        }
+    state = extension.get("state", "unknown")
+    state = state if state in STATE_LABELS else "unknown"
+    changed_at = float(extension.get("changed_at") or 0)
+    return {
+        "id": id_,
+        "exten": extension.get("exten", exten),
+        "context": extension.get("context", ""),
+        "state": state,
+        "label": STATE_LABELS[state],
+        "status": extension.get("status", -1),
+        "hint": extension.get("hint", ""),
+        "since": clock(changed_at) if changed_at else "",
+        "since_iso": iso(changed_at) if changed_at else "",
+    }
+
+
+def _one_line(html: str) -> str:
+    return " ".join(line.strip() for line in html.splitlines() if line.strip())

@@ -1,0 +1,146 @@
+"""The hub without a server: diffing, rendering once, views, history and lagging viewers."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from app.hub import Hub
+from app.runtime import background
+from app.store import MemoryStore, Publication
+from app.tiles import Renderer
+from tests.helpers import tile_ids_in
+
+
+class CountingRenderer(Renderer):
+    """Counts tile renders: each change must be rendered once, whatever the viewers."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.rendered: list[str] = []
+
+    def tile(self, extension: Any, id_: str, exten: str, *, oob: bool) -> str:
+        self.rendered.append(id_)
+        return super().tile(extension, id_, exten, oob=oob)
+
+
+def snapshot(version: int, states: dict[str, str], connected: bool = True) -> dict[str, Any]:
+    return {
+        "version": version,
+        "updated_at": 1000.0 + version,
+        "pbx": {"connected": connected, "since": 1000.0},
+        "extensions": {
+            f"{exten}@ext-local": {
+                "exten": exten,
+                "context": "ext-local",
+                "hint": f"Custom:{exten}",
+                "status": 0,
+                "state": state,
+                "changed_at": 1000.0,
+                "version": 1,  # as the collector publishes it: the same until the state changes
+            }
+            for exten, state in states.items()
+        },
+    }
+
+
+class Harness:
+    def __init__(self, store: MemoryStore, hub: Hub) -> None:
+        self.store, self.hub = store, hub
+
+    async def publish(self, version: int, states: dict[str, str], connected: bool = True) -> None:
+        data = snapshot(version, states, connected)
+        changed = {k: json.dumps(v).encode() for k, v in data["extensions"].items()}
+        await self.store.publish(Publication(version, json.dumps(data).encode(), changed, ()))
+        async with asyncio.timeout(5):  # the hub takes it in
+            while self.hub.version < version:
+                await self.hub.head.ready.wait()
+
+
+@pytest.fixture
+async def harness() -> AsyncIterator[Harness]:
+    store = MemoryStore()
+    hub = Hub(store, CountingRenderer(), heartbeat=3600)
+    async with background(hub.run(), "hub-under-test"):
+        h = Harness(store, hub)
+        await h.publish(1, {"100": "idle", "101": "idle", "102": "idle"})
+        yield h
+    await store.close()
+
+
+async def test_a_change_is_rendered_once_for_every_viewer(harness: Harness) -> None:
+    hub, renderer = harness.hub, harness.hub.renderer
+    start = hub.head
+    renderer.rendered.clear()
+    await harness.publish(2, {"100": "idle", "101": "ringing", "102": "idle"})
+    chain = [start.next]
+    messages = {hub.message(None, chain) for _ in range(1000)}
+    assert renderer.rendered == ["ext-101"]
+    assert len(messages) == 1
+    (message,) = messages
+    assert message.startswith(b"id: 2\ndata: ") and message.endswith(b"\n\n")
+    assert tile_ids_in(message.decode()) == ["ext-101"]
+
+
+async def test_views_get_only_their_tiles(harness: Harness) -> None:
+    hub = harness.hub
+    start = hub.head
+    await harness.publish(2, {"100": "busy", "101": "ringing", "102": "idle"})
+    chain = [start.next]
+    assert tile_ids_in(hub.message(("101",), chain).decode()) == ["ext-101"]
+    assert hub.message(("102",), chain) is None, "nothing of this view changed"
+    assert tile_ids_in(hub.whole_view(("102", "999"))) == ["ext-102", "ext-999"]
+
+
+async def test_a_lagging_viewer_gets_the_latest_state_once(harness: Harness) -> None:
+    hub = harness.hub
+    start = hub.head
+    await harness.publish(2, {"100": "ringing", "101": "idle", "102": "idle"})
+    await harness.publish(3, {"100": "inuse", "101": "busy", "102": "idle"})
+    await harness.publish(4, {"100": "idle", "101": "busy", "102": "idle"})
+    chain = [start.next, start.next.next, start.next.next.next]
+    html = hub.message(None, chain).decode()
+    assert sorted(tile_ids_in(html)) == ["ext-100", "ext-101"]
+    assert "state-idle" in html.split('id="ext-100"')[1].split("</article>")[0]
+    assert html.startswith("id: 4\n")
+
+
+async def test_first_message_resumes_or_sends_the_whole_view(harness: Harness) -> None:
+    hub = harness.hub
+    await harness.publish(2, {"100": "ringing", "101": "idle", "102": "idle"})
+    await harness.publish(3, {"100": "ringing", "101": "hold", "102": "idle"})
+    resumed, _ = hub.first_message(None, since=2)
+    assert tile_ids_in(resumed.decode()) == ["ext-101"] and b'id="tiles"' not in resumed
+    whole, _ = hub.first_message(None, since=None)
+    assert tile_ids_in(whole.decode()) == ["ext-100", "ext-101", "ext-102"]
+    future, _ = hub.first_message(None, since=99)
+    assert b'id="tiles"' in future
+
+
+async def test_new_extensions_send_the_whole_view(harness: Harness) -> None:
+    hub = harness.hub
+    start = hub.head
+    await harness.publish(2, {"100": "idle", "101": "idle", "102": "idle", "103": "idle"})
+    assert start.next.full
+    html = hub.message(None, [start.next]).decode()
+    assert tile_ids_in(html) == ["ext-100", "ext-101", "ext-102", "ext-103"]
+    since, _ = hub.first_message(None, since=1)
+    assert b'id="tiles"' in since, "a resume across a structural change is a whole view"
+
+
+async def test_pbx_link_down_is_in_the_banner(harness: Harness) -> None:
+    hub = harness.hub
+    start = hub.head
+    await harness.publish(2, {"100": "idle", "101": "idle", "102": "idle"}, connected=False)
+    assert hub.link.state == "pbx-down"
+    html = hub.message(None, [start.next]).decode()
+    assert "link-pbx-down" in html and tile_ids_in(html) == []
+
+
+async def test_tiles_are_in_numeric_order(harness: Harness) -> None:
+    await harness.publish(2, {"99": "idle", "1000": "idle", "100": "idle", "200": "idle"})
+    assert tile_ids_in(harness.hub.whole_view(None)) == ["ext-99", "ext-100", "ext-200", "ext-1000"]
