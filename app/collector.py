@@ -20,6 +20,8 @@ from panoramisk.actions import Action
 from panoramisk.ami_protocol import AMIProtocol
 from panoramisk.message import Message
 
+from app.details import CHANNEL_EVENTS, PRESENCE_EVENTS, DetailTracker
+from app.directory import DirectoryFile
 from app.snapshot import PbxPicture
 from app.states import (
     ExtensionRemoved,
@@ -37,6 +39,7 @@ FIRST_BACKOFF = 0.5
 STORE_RETRY = 1.0  # seconds between publish attempts while the store is down
 STORE_CHECK = 1.0  # seconds between checks that the store still holds our version
 ACTION_TIMEOUT = 30.0  # a full list of thousands of hints still arrives within this
+DIRECTORY_CHECK = 2.0  # seconds between looks at the directory file's mtime
 
 
 @dataclass(frozen=True)
@@ -157,13 +160,16 @@ class AmiSession(Manager):
     async def request(self, action: dict[str, str], timeout: float = ACTION_TIMEOUT) -> Any:
         return await self.request_future(self.send_action(Action(action)), timeout)
 
-    async def request_list(self, name: str, timeout: float = ACTION_TIMEOUT) -> list[Message]:
+    async def request_list(
+        self, name: str, timeout: float = ACTION_TIMEOUT, quiet: bool = False, **fields: str
+    ) -> list[Message]:
         """The items of a list action; an error reply (e.g. no hints at all) gives []."""
-        reply = await self.request_future(self.send_action(ListAction({"Action": name})), timeout)
+        action = ListAction({"Action": name, **fields})
+        reply = await self.request_future(self.send_action(action), timeout)
         if isinstance(reply, list):
             return [m for m in reply if "event" in m and str(m.get("EventList", "")).lower() != "complete"]
         if not reply.success:
-            log.warning("AMI %s failed: %s", name, reply.message)
+            log.log(logging.DEBUG if quiet else logging.WARNING, "AMI %s failed: %s", name, reply.message)
         return []
 
     async def request_future(self, future: asyncio.Future[Any], timeout: float) -> Any:
@@ -199,6 +205,8 @@ class Collector:
         store: SnapshotStore,
         *,
         publish_window: float = 0.02,
+        directory: DirectoryFile | None = None,
+        show_numbers: bool = True,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.target = target
@@ -206,6 +214,9 @@ class Collector:
         self.publish_window = publish_window
         self.clock = clock
         self.picture = PbxPicture(started_at=clock())
+        self.details = DetailTracker(self.picture, show_numbers=show_numbers)
+        self.directory = directory or DirectoryFile(None)
+        self._names_task: asyncio.Task[None] | None = None
         self.version = 0  # the newest version we published
         self.logins = 0
         self.events = 0  # AMI events taken (for benchmarks)
@@ -221,6 +232,7 @@ class Collector:
         async with asyncio.TaskGroup() as group:
             group.create_task(self._link_forever(), name="collector-ami")
             group.create_task(self._publish_forever(), name="collector-publish")
+            group.create_task(self._follow_directory(), name="collector-directory")
 
     # --- the AMI side ---
 
@@ -266,8 +278,7 @@ class Collector:
                     self._changed.set()
 
     async def _follow(self, session: AmiSession) -> None:
-        session.register_event("ExtensionStatus", self._on_event)
-        session.register_event("DeviceStateChange", self._on_event)
+        session.register_event("*", self._on_event)  # _take picks the events it knows
         await self._resync(session)
         while True:
             lost = await asyncio.wait({session.lost}, timeout=self.target.ping_interval)
@@ -287,6 +298,8 @@ class Collector:
         try:
             devices = await session.request_list("DeviceStateList")
             items = await session.request_list("ExtensionStateList")
+            presences = await session.request_list("PresenceStateList", quiet=True)
+            channels = await session.request_list("CoreShowChannels", quiet=True)
             now = self.clock()
             self.picture.devices.clear()
             for message in devices:
@@ -304,6 +317,10 @@ class Collector:
             self._syncing = None
             # Keep only the newest list entry or event per extension, in arrival order.
             self.picture.replace_all(replace, now)
+            for message in presences:
+                self._take(message, now)
+            self.details.rebuild_calls(channels, now)
+            self.details.refresh_names()
             list_arrival = {parse_key(m): m.arrival for m in items if getattr(m, "arrival", None) is not None}
             for event in held:
                 key = parse_key(event)
@@ -314,6 +331,40 @@ class Collector:
             log.info("AMI full picture: %d extensions", len(self.picture.extensions))
         finally:
             self._syncing = None
+        if self._names_task is not None:
+            self._names_task.cancel()
+        self._names_task = asyncio.create_task(self._ask_names(session), name="collector-names")
+
+    async def _ask_names(self, session: AmiSession) -> None:
+        """Names the directory does not give, from the PBX: the PJSIP endpoint's caller ID,
+        else FreePBX's AstDB `AMPUSER/<exten>/cidname`. One request at a time, in the
+        background: the panel is live before the names arrive."""
+        try:
+            for exten in self.details.unnamed():
+                name = await self._pbx_name(session, exten)
+                if name and self.details.take_pbx_name(exten, name):
+                    self._changed.set()
+        except (LinkLost, TimeoutError):
+            pass  # the next login asks again
+
+    async def _pbx_name(self, session: AmiSession, exten: str) -> str:
+        for item in await session.request_list("PJSIPShowEndpoint", quiet=True, Endpoint=exten):
+            if item.event == "EndpointDetail" and item.get("Callerid"):
+                return str(item["Callerid"])
+        for item in await session.request_list("DBGet", quiet=True, Family="AMPUSER", Key=f"{exten}/cidname"):
+            if item.event == "DBGetResponse" and item.get("Val"):
+                return str(item["Val"])
+        return ""
+
+    async def _follow_directory(self) -> None:
+        """Re-read the directory file when it changes on disk."""
+        while True:
+            # In a thread: a big file takes a while to parse, the AMI session must not wait.
+            if await asyncio.to_thread(self.directory.load) and self.details.use_directory(
+                self.directory.directory
+            ):
+                self._changed.set()
+            await asyncio.sleep(DIRECTORY_CHECK)
 
     def _on_event(self, _manager: Manager, message: Message) -> None:
         self.events += 1
@@ -334,6 +385,10 @@ class Collector:
             if message.event == "DeviceStateChange":
                 device = parse_device_state(message)
                 return self.picture.apply_device(device.device, device.state, now) > 0
+            if message.event in PRESENCE_EVENTS:
+                return self.details.take_presence(message)
+            if message.event in CHANNEL_EVENTS:
+                return self.details.take_channel_event(message, now)
         except InvalidFrame as error:
             log.warning("skipping AMI %s: %s", message.event or "frame", error)
         except Exception:  # a bug must not kill the AMI protocol (asyncio would close it)

@@ -19,6 +19,7 @@ from typing import Any
 
 import anyio
 
+from app.directory import group_slug
 from app.store import SnapshotStore, StoreError
 from app.tiles import LinkState, Renderer, tile_ids
 
@@ -28,7 +29,31 @@ HISTORY = 512  # updates kept for viewers that reconnect with Last-Event-ID
 STORE_RETRY = 1.0
 OOB = ' hx-swap-oob="true"'
 
-View = tuple[str, ...] | None  # None: every extension; else these extens, in this order
+
+@dataclass(frozen=True)
+class View:
+    """What one viewer looks at: a list of extensions (an embed), or every extension,
+    narrowed to a group and a search; hashable, so messages are cached per view."""
+
+    extens: tuple[str, ...] | None = None
+    group: str = ""  # a group's slug
+    query: str = ""  # matched against number and name, case-insensitively
+
+    @property
+    def listed(self) -> bool:
+        return self.extens is not None
+
+    def holds(self, extension: Mapping[str, Any]) -> bool:
+        if self.group and self.group not in {group_slug(g) for g in extension.get("groups") or ()}:
+            return False
+        if self.query:
+            query = self.query.casefold()
+            name = str(extension.get("name") or "").casefold()
+            return str(extension.get("exten", "")).startswith(query) or query in name
+        return True
+
+
+ALL = View()
 
 
 @dataclass(eq=False)
@@ -100,13 +125,28 @@ class Hub:
 
     def keys_for(self, view: View) -> list[tuple[str | None, str]]:
         """(key, exten) pairs of a view, in display order; key None: not on this PBX."""
-        if view is None:
-            return [(key, self.extensions[key]["exten"]) for key in self.ids]
-        return [(self.by_exten.get(exten), exten) for exten in view]
+        if view.extens is not None:
+            return [(self.by_exten.get(exten), exten) for exten in view.extens]
+        return [(key, self.extensions[key]["exten"]) for key in self.ids if view.holds(self.extensions[key])]
+
+    def groups(self) -> list[str]:
+        """Every group named in the snapshot, sorted."""
+        names = {str(g) for ext in self.extensions.values() for g in ext.get("groups") or ()}
+        return sorted(names, key=str.casefold)
 
     def whole_view(self, view: View) -> str:
-        """Every tile of a view, for the page itself (not out-of-band)."""
-        return " ".join(self._tile(key, exten) for key, exten in self.keys_for(view))
+        """Every tile of a view, for the page itself (not out-of-band). The full panel
+        is sectioned by group (an extension under its first group only: a tile id is
+        unique on the page)."""
+        pairs = self.keys_for(view)
+        if view.listed or not any(key and self.extensions[key].get("groups") for key, _ in pairs):
+            return " ".join(self._tile(key, exten) for key, exten in pairs)
+        sections: dict[str, list[str]] = {}
+        for key, exten in pairs:
+            groups = self.extensions[key].get("groups") if key else None
+            sections.setdefault(str(groups[0]) if groups else "", []).append(self._tile(key, exten))
+        ordered = sorted(sections, key=lambda g: (g == "", g.casefold()))
+        return " ".join(self.renderer.group(name, " ".join(sections[name])) for name in ordered)
 
     def first_message(self, view: View, since: int | None) -> tuple[bytes, Update]:
         """The first message of a stream: what changed since `since` when the history
@@ -219,6 +259,10 @@ class Hub:
                 self.by_exten.setdefault(extensions[key]["exten"], key)
             self.tiles = {}
         changed = [key for key, ext in extensions.items() if full or self.extensions.get(key) != ext]
+        # Who is in which view (group, search) follows names and groups: regroup everyone.
+        full = full or any(
+            _membership(self.extensions.get(key)) != _membership(extensions[key]) for key in changed
+        )
         self.extensions = extensions
         rendered = {key: self._render_tile(key) for key in changed}
         self.tiles.update(rendered)
@@ -261,11 +305,11 @@ class Hub:
         merged: dict[str, str] = {}
         for update in chain:
             merged.update(update.tiles)
-        if view is None:
-            keys: Iterable[str] = merged
+        if view.extens is not None:
+            wanted = {self.by_exten.get(exten) for exten in view.extens}
+            keys: Iterable[str] = [key for key in merged if key in wanted]
         else:
-            wanted = {self.by_exten.get(exten) for exten in view}
-            keys = [key for key in merged if key in wanted]
+            keys = [key for key in merged if key in self.extensions and view.holds(self.extensions[key])]
         parts = [_oob(self.tiles.get(key, merged[key])) for key in keys]
         if link:
             parts.insert(0, self.link_html)
@@ -275,6 +319,12 @@ class Hub:
     def _encode(version: int, html: str) -> bytes:
         data = html.replace("\r", " ").replace("\n", " ")
         return f"id: {version}\ndata: {data}\n\n".encode()
+
+
+def _membership(extension: Mapping[str, Any] | None) -> tuple[object, object]:
+    if extension is None:
+        return (None, None)
+    return (extension.get("name"), tuple(extension.get("groups") or ()))
 
 
 def _oob(tile_html: str) -> str:

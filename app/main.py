@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import re
 from collections.abc import AsyncIterator
 from pathlib import Path
+from urllib.parse import urlencode
 
 from markupsafe import Markup
 from starlette.applications import Starlette
@@ -21,6 +23,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from app.directory import group_slug
 from app.hub import Hub, View
 from app.runtime import background, lead_or_follow, lease_owner, running_collector, store_from
 from app.settings import Settings, load_settings
@@ -34,6 +37,8 @@ log = logging.getLogger(__name__)
 STATIC = Path(__file__).parent / "static"
 MAX_VIEW_EXTENSIONS = 500
 MAX_VIEW_PARAM = 4000
+MAX_QUERY = 40
+GROUP_SLUG = re.compile(r"[a-z0-9._\-]{1,40}")
 
 
 class BadView(ValueError):
@@ -41,8 +46,19 @@ class BadView(ValueError):
 
 
 def parse_view(request: Request) -> View:
-    """`?ext=101,102` as a tuple of extensions (None: all); 400 on anything else."""
-    raw = request.query_params.get("ext")
+    """`?ext=101,102`, `?group=sales`, `?q=ann` as a View; 400 on anything malformed."""
+    raw_group = request.query_params.get("group", "").strip()
+    group = group_slug(raw_group)[:40] if raw_group else ""
+    if raw_group and not GROUP_SLUG.fullmatch(group):
+        raise BadView("the group must be a group's name, like sales or front-desk")
+    query = request.query_params.get("q", "").strip()
+    if len(query) > MAX_QUERY:
+        raise BadView(f"the search is longer than {MAX_QUERY} characters")
+    query = "".join(ch for ch in query if ch.isprintable())
+    return View(_parse_extens(request.query_params.get("ext")), group, query)
+
+
+def _parse_extens(raw: str | None) -> tuple[str, ...] | None:
     if raw is None:
         return None
     if len(raw) > MAX_VIEW_PARAM:
@@ -57,7 +73,15 @@ def parse_view(request: Request) -> View:
 
 
 def _view_query(view: View) -> str:
-    return "" if view is None else "ext=" + ",".join(view) + "&"
+    """The view as URL parameters, ending in & (for `events?...since=N`)."""
+    params: dict[str, str] = {}
+    if view.extens is not None:
+        params["ext"] = ",".join(view.extens)
+    if view.group:
+        params["group"] = view.group
+    if view.query:
+        params["q"] = view.query
+    return urlencode(params, safe=",") + "&" if params else ""
 
 
 async def page(request: Request) -> Response:
@@ -80,6 +104,9 @@ async def _render_view(request: Request, template: str) -> Response:
         "link_html": Markup(hub.renderer.link(hub.link, oob=False)),  # noqa: S704
         "events_url": f"events?{_view_query(view)}since={hub.version}",
         "count": len(hub.keys_for(view)),
+        "groups": [(name, group_slug(name)) for name in hub.groups()],
+        "group": view.group,
+        "query": view.query,
     }
     html = hub.renderer.page(template, **context)
     return HTMLResponse(html, headers={"Cache-Control": "no-store"})

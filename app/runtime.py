@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator, Coroutine
 from typing import Any
 
 from app.collector import AmiTarget, Collector
+from app.directory import DirectoryFile
 from app.settings import Settings
 from app.simulator import Simulator, parse_extension_range
 from app.store import SnapshotStore, StoreError, open_store
@@ -69,7 +70,13 @@ async def running_collector(settings: Settings, store: SnapshotStore) -> AsyncIt
         if settings.demo:
             simulator = await stack.enter_async_context(demo_pbx(settings))
             target = ami_target(settings, host="127.0.0.1", port=simulator.port)
-        collector = Collector(target, store, publish_window=settings.publish_window)
+        collector = Collector(
+            target,
+            store,
+            publish_window=settings.publish_window,
+            directory=DirectoryFile(settings.directory_file or None),
+            show_numbers=settings.show_caller_numbers,
+        )
         await stack.enter_async_context(background(collector.run(), "collector"))
         yield collector
 

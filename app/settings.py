@@ -174,6 +174,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("HEARTBEAT", "5", "seconds between keep-alive messages to viewers", _positive_float),
     Setting("SEND_TIMEOUT", "10", "seconds a viewer may block a send before it is dropped", _positive_float),
     Setting("LEASE_TTL", "4", "seconds the collector lease lives unless renewed", _lease_ttl),
+    Setting("DIRECTORY_FILE", "", "CSV exten,name,group of names and groups (empty: none)", _text),
+    Setting("SHOW_CALLER_NUMBERS", "on", "off hides outside callers' numbers on the tiles", _on_off),
 )
 
 
@@ -208,6 +210,8 @@ class Settings:
     heartbeat: float
     send_timeout: float
     lease_ttl: int
+    directory_file: str
+    show_caller_numbers: bool
 
     @property
     def demo(self) -> bool:

@@ -7,12 +7,38 @@ change and reused in every later snapshot, so a batch costs a join, not a re-enc
 
 from __future__ import annotations
 
+import dataclasses
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
-from app.states import ExtensionState, hint_devices, state_name, status_from_devices
+from app.states import (
+    ExtensionState,
+    Presence,
+    hint_devices,
+    hint_presentity,
+    state_name,
+    status_from_devices,
+)
 from app.store import Publication
+
+
+@dataclass(frozen=True)
+class Details:
+    """Who is behind an extension, beside its lamp: name, groups, presence, calls."""
+
+    name: str = ""
+    groups: tuple[str, ...] = ()
+    presence: Presence | None = None
+    calls: tuple[Mapping[str, object], ...] = ()
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "name": self.name,
+            "groups": list(self.groups),
+            "presence": self.presence.as_dict() if self.presence else None,
+            "calls": [dict(call) for call in self.calls],
+        }
 
 
 @dataclass
@@ -21,7 +47,8 @@ class ExtensionRecord:
 
     state: ExtensionState
     changed_at: float
-    version: int = 0
+    details: Details = Details()
+    version: int = 0  # 0: changed since the last publication (encode again)
     encoded: bytes = b""
 
     def as_dict(self) -> dict[str, object]:
@@ -34,6 +61,7 @@ class ExtensionRecord:
             "state": s.state,
             "changed_at": round(self.changed_at, 3),
             "version": self.version,
+            **self.details.as_dict(),
         }
 
 
@@ -65,10 +93,27 @@ class PbxPicture:
             return False
         if record is None or record.state.hint != state.hint:
             self._by_device = None
-        self.extensions[state.key] = ExtensionRecord(state, now)
+        details = record.details if record is not None else Details()
+        self.extensions[state.key] = ExtensionRecord(state, now, details)
         self.dirty.add(state.key)
         self.removed.discard(state.key)
         return True
+
+    def set_details(self, key: str, **changes: object) -> bool:
+        """Change what is shown beside the lamp (name, groups, presence, calls)."""
+        record = self.extensions.get(key)
+        if record is None:
+            return False
+        details = dataclasses.replace(record.details, **changes)  # type: ignore[arg-type]
+        if details == record.details:
+            return False
+        record.details, record.version = details, 0
+        self.dirty.add(key)
+        return True
+
+    def keys_holding(self, device: str) -> list[str]:
+        """The extensions whose hint holds `device` (a phone, or a presentity)."""
+        return self._keys_holding(device)
 
     def remove(self, key: str) -> bool:
         if self.extensions.pop(key, None) is None:
@@ -156,7 +201,8 @@ class PbxPicture:
         if self._by_device is None:
             index: dict[str, list[str]] = {}
             for key, record in self.extensions.items():
-                for name in hint_devices(record.state.hint):
+                presentity = hint_presentity(record.state.hint)
+                for name in (*hint_devices(record.state.hint), *([presentity] if presentity else [])):
                     index.setdefault(name, []).append(key)
             self._by_device = index
         return self._by_device.get(device, [])

@@ -215,3 +215,40 @@ def status_from_devices(hint: str, devices: Mapping[str, str]) -> int | None:
     if not names or any(name not in devices for name in names):
         return None
     return aggregate_status(devices[name] for name in names)
+
+
+# Presence (func_presencestate): separate from the call state; a DND phone can still ring.
+PRESENCE_STATES: tuple[str, ...] = ("available", "away", "xa", "chat", "dnd", "unavailable", "not_set")
+MAX_PRESENCE_TEXT = 120
+
+
+@dataclass(frozen=True, slots=True)
+class Presence:
+    """A presentity's state, e.g. CustomPresence:100 is dnd / meeting / "In a meeting"."""
+
+    state: str
+    subtype: str = ""
+    message: str = ""
+
+    def as_dict(self) -> dict[str, str]:
+        return {"state": self.state, "subtype": self.subtype, "message": self.message}
+
+
+def parse_presence(frame: Mapping[str, str]) -> Presence:
+    """The presence of a `PresenceStateChange`/`PresenceStatus` event or list item;
+    an unknown value becomes `not_set` (never an error: it is only shown)."""
+    state = (frame.get("Status") or frame.get("State") or "").strip().lower()
+    if state not in PRESENCE_STATES:
+        state = "not_set"
+    return Presence(
+        state,
+        clean_text((frame.get("Subtype") or "").strip(), MAX_PRESENCE_TEXT),
+        clean_text((frame.get("Message") or "").strip(), MAX_PRESENCE_TEXT),
+    )
+
+
+def hint_presentity(hint: str) -> str | None:
+    """`PJSIP/105&Custom:105,CustomPresence:105` gives 'CustomPresence:105'."""
+    _devices, sep, presence = hint.partition(",")
+    presence = presence.strip()
+    return presence if sep and presence and DEVICE_RE.fullmatch(presence) else None

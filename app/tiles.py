@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from jinja2 import Environment, FileSystemLoader, select_autoescape
+from markupsafe import Markup
 
 TEMPLATES = Path(__file__).parent / "templates"
 
@@ -82,6 +83,7 @@ class Renderer:
         self.env.globals.update(demo=demo, STATE_LABELS=STATE_LABELS)
         self._tile = self.env.get_template("tile.html")
         self._link = self.env.get_template("link.html")
+        self._group = self.env.get_template("group.html")
 
     def tile(self, extension: Mapping[str, Any] | None, id_: str, exten: str, *, oob: bool) -> str:
         """A tile as one line of HTML (an SSE data line needs no splitting then).
@@ -89,12 +91,52 @@ class Renderer:
         tile = tile_context(extension, id_, exten)
         return _one_line(self._tile.render(tile=tile, oob=oob))
 
+    def group(self, name: str, tiles_html: str) -> str:
+        """A group's header and its tiles (tiles_html is ours, already escaped)."""
+        return _one_line(self._group.render(name=name, tiles=Markup(tiles_html)))  # noqa: S704
+
     def link(self, link: LinkState, *, oob: bool) -> str:
         context = {"state": link.state, "since": clock(link.since) if link.since else ""}
         return _one_line(self._link.render(link=context, oob=oob))
 
     def page(self, name: str, **context: Any) -> str:
         return self.env.get_template(name).render(**context)
+
+
+PRESENCE_LABELS: dict[str, str] = {
+    "available": "Available",
+    "away": "Away",
+    "xa": "Away for long",
+    "chat": "Chat",
+    "dnd": "Do not disturb",
+    "unavailable": "Unavailable",
+    "not_set": "",
+}
+CALL_STATE_LABELS: dict[str, str] = {"ringing": "ringing", "dialing": "calling", "up": "", "hold": "on hold"}
+
+
+def presence_context(presence: Mapping[str, Any] | None) -> dict[str, str] | None:
+    """Presence worth showing: not the default (available / not set)."""
+    if not isinstance(presence, Mapping):
+        return None
+    state = str(presence.get("state", ""))
+    if state in ("", "available", "not_set") or state not in PRESENCE_LABELS:
+        return None
+    message = " ".join(str(part) for part in (presence.get("subtype"), presence.get("message")) if part)
+    return {"state": state, "label": PRESENCE_LABELS[state], "message": message}
+
+
+def call_context(call: Mapping[str, Any]) -> dict[str, str]:
+    name, number = str(call.get("party_name") or ""), str(call.get("party_number") or "")
+    party = f"{name} ({number})" if name and number and name != number else name or number or "unknown"
+    since = float(call.get("since") or 0)
+    return {
+        "direction": "in" if call.get("direction") == "in" else "out",
+        "party": party,
+        "state": CALL_STATE_LABELS.get(str(call.get("state")), ""),
+        "since": clock(since) if since else "",
+        "since_iso": iso(since) if since else "",
+    }
 
 
 def tile_context(extension: Mapping[str, Any] | None, id_: str, exten: str) -> dict[str, Any]:
@@ -123,6 +165,10 @@ def tile_context(extension: Mapping[str, Any] | None, id_: str, exten: str) -> d
         "hint": extension.get("hint", ""),
         "since": clock(changed_at) if changed_at else "",
         "since_iso": iso(changed_at) if changed_at else "",
+        "name": str(extension.get("name") or ""),
+        "groups": [str(g) for g in extension.get("groups") or []],
+        "presence": presence_context(extension.get("presence")),
+        "calls": [call_context(c) for c in extension.get("calls") or [] if isinstance(c, Mapping)],
     }
 
 

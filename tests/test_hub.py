@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from app.hub import Hub
+from app.hub import ALL, Hub, View
 from app.runtime import background
 from app.store import MemoryStore, Publication
 from app.tiles import Renderer
@@ -78,7 +78,7 @@ async def test_a_change_is_rendered_once_for_every_viewer(harness: Harness) -> N
     renderer.rendered.clear()
     await harness.publish(2, {"100": "idle", "101": "ringing", "102": "idle"})
     chain = [start.next]
-    messages = {hub.message(None, chain) for _ in range(1000)}
+    messages = {hub.message(ALL, chain) for _ in range(1000)}
     assert renderer.rendered == ["ext-101"]
     assert len(messages) == 1
     (message,) = messages
@@ -91,9 +91,9 @@ async def test_views_get_only_their_tiles(harness: Harness) -> None:
     start = hub.head
     await harness.publish(2, {"100": "busy", "101": "ringing", "102": "idle"})
     chain = [start.next]
-    assert tile_ids_in(hub.message(("101",), chain).decode()) == ["ext-101"]
-    assert hub.message(("102",), chain) is None, "nothing of this view changed"
-    assert tile_ids_in(hub.whole_view(("102", "999"))) == ["ext-102", "ext-999"]
+    assert tile_ids_in(hub.message(View(("101",)), chain).decode()) == ["ext-101"]
+    assert hub.message(View(("102",)), chain) is None, "nothing of this view changed"
+    assert tile_ids_in(hub.whole_view(View(("102", "999")))) == ["ext-102", "ext-999"]
 
 
 async def test_a_lagging_viewer_gets_the_latest_state_once(harness: Harness) -> None:
@@ -103,7 +103,7 @@ async def test_a_lagging_viewer_gets_the_latest_state_once(harness: Harness) -> 
     await harness.publish(3, {"100": "inuse", "101": "busy", "102": "idle"})
     await harness.publish(4, {"100": "idle", "101": "busy", "102": "idle"})
     chain = [start.next, start.next.next, start.next.next.next]
-    html = hub.message(None, chain).decode()
+    html = hub.message(ALL, chain).decode()
     assert sorted(tile_ids_in(html)) == ["ext-100", "ext-101"]
     assert "state-idle" in html.split('id="ext-100"')[1].split("</article>")[0]
     assert html.startswith("id: 4\n")
@@ -113,11 +113,11 @@ async def test_first_message_resumes_or_sends_the_whole_view(harness: Harness) -
     hub = harness.hub
     await harness.publish(2, {"100": "ringing", "101": "idle", "102": "idle"})
     await harness.publish(3, {"100": "ringing", "101": "hold", "102": "idle"})
-    resumed, _ = hub.first_message(None, since=2)
+    resumed, _ = hub.first_message(ALL, since=2)
     assert tile_ids_in(resumed.decode()) == ["ext-101"] and b'id="tiles"' not in resumed
-    whole, _ = hub.first_message(None, since=None)
+    whole, _ = hub.first_message(ALL, since=None)
     assert tile_ids_in(whole.decode()) == ["ext-100", "ext-101", "ext-102"]
-    future, _ = hub.first_message(None, since=99)
+    future, _ = hub.first_message(ALL, since=99)
     assert b'id="tiles"' in future
 
 
@@ -126,9 +126,9 @@ async def test_new_extensions_send_the_whole_view(harness: Harness) -> None:
     start = hub.head
     await harness.publish(2, {"100": "idle", "101": "idle", "102": "idle", "103": "idle"})
     assert start.next.full
-    html = hub.message(None, [start.next]).decode()
+    html = hub.message(ALL, [start.next]).decode()
     assert tile_ids_in(html) == ["ext-100", "ext-101", "ext-102", "ext-103"]
-    since, _ = hub.first_message(None, since=1)
+    since, _ = hub.first_message(ALL, since=1)
     assert b'id="tiles"' in since, "a resume across a structural change is a whole view"
 
 
@@ -137,10 +137,31 @@ async def test_pbx_link_down_is_in_the_banner(harness: Harness) -> None:
     start = hub.head
     await harness.publish(2, {"100": "idle", "101": "idle", "102": "idle"}, connected=False)
     assert hub.link.state == "pbx-down"
-    html = hub.message(None, [start.next]).decode()
+    html = hub.message(ALL, [start.next]).decode()
     assert "link-pbx-down" in html and tile_ids_in(html) == []
 
 
 async def test_tiles_are_in_numeric_order(harness: Harness) -> None:
     await harness.publish(2, {"99": "idle", "1000": "idle", "100": "idle", "200": "idle"})
-    assert tile_ids_in(harness.hub.whole_view(None)) == ["ext-99", "ext-100", "ext-200", "ext-1000"]
+    assert tile_ids_in(harness.hub.whole_view(ALL)) == ["ext-99", "ext-100", "ext-200", "ext-1000"]
+
+
+async def test_groups_and_search_narrow_the_view(harness: Harness) -> None:
+    hub = harness.hub
+    data = snapshot(2, {"100": "idle", "101": "idle", "102": "ringing"})
+    data["extensions"]["100@ext-local"].update(name="Anna Smith", groups=["Sales", "Front desk"])
+    data["extensions"]["101@ext-local"].update(name="Boris Ivanov", groups=["Support"])
+    changed = {k: json.dumps(v).encode() for k, v in data["extensions"].items()}
+    start = hub.head
+    await harness.store.publish(Publication(2, json.dumps(data).encode(), changed, ()))
+    async with asyncio.timeout(5):
+        while hub.version < 2:
+            await hub.head.ready.wait()
+    assert start.next.full, "names and groups changed: views are rebuilt"
+    assert hub.groups() == ["Front desk", "Sales", "Support"]
+    assert tile_ids_in(hub.whole_view(View(group="front-desk"))) == ["ext-100"]
+    assert tile_ids_in(hub.whole_view(View(query="bor"))) == ["ext-101"]
+    assert tile_ids_in(hub.whole_view(View(query="10"))) == ["ext-100", "ext-101", "ext-102"]
+    whole = hub.whole_view(ALL)
+    assert whole.index(">Sales<") < whole.index('id="ext-100"') < whole.index(">Support<")
+    assert "<h2>Other</h2>" in whole and whole.index(">Other<") < whole.index('id="ext-102"')

@@ -29,6 +29,10 @@ def test_publication_follows_the_contract() -> None:
         "state": "inuse",
         "changed_at": 1001.0,
         "version": 7,
+        "name": "",
+        "groups": [],
+        "presence": None,
+        "calls": [],
     }
     assert set(pub.changed) == {"100@ext-local", "101@ext-local"}
     assert json.loads(pub.changed["100@ext-local"]) == snapshot["extensions"]["100@ext-local"]
@@ -106,3 +110,22 @@ def test_hostile_strings_stay_inside_json() -> None:
     picture.apply(state("100", 0, hint='Custom:100"},"x":{"<script>'), now=1.0)
     snapshot = json.loads(picture.publication(1, now=1.0, full=False).snapshot)
     assert snapshot["extensions"]["100@ext-local"]["hint"] == 'Custom:100"},"x":{"<script>'
+
+
+def test_details_change_without_touching_the_lamp() -> None:
+    from app.states import Presence
+
+    picture = PbxPicture(started_at=0.0)
+    picture.replace_all([state("100", 0, hint="Custom:100,CustomPresence:100")], now=1.0)
+    picture.publication(1, now=1.0, full=False)
+    assert picture.set_details("100@ext-local", name="Anna", groups=("Sales",))
+    assert not picture.set_details("100@ext-local", name="Anna")
+    assert picture.keys_holding("CustomPresence:100") == ["100@ext-local"]
+    picture.set_details("100@ext-local", presence=Presence("dnd", "meeting", "until 3pm"))
+    pub = picture.publication(2, now=5.0, full=False)
+    extension = json.loads(pub.changed["100@ext-local"])
+    assert extension["name"] == "Anna" and extension["groups"] == ["Sales"]
+    assert extension["presence"] == {"state": "dnd", "subtype": "meeting", "message": "until 3pm"}
+    assert extension["changed_at"] == 1.0 and extension["version"] == 2, "the lamp did not change"
+    picture.apply(state("100", 1, hint="Custom:100,CustomPresence:100"), now=6.0)
+    assert picture.extensions["100@ext-local"].details.name == "Anna", "a new state keeps the name"

@@ -1,0 +1,130 @@
+"""Who is behind each lamp: names, groups, presence and calls, onto the picture.
+
+Pure bookkeeping, no I/O: the collector hands over AMI events, list items and the
+directory; this turns them into each extension's `Details`. Everything shown comes from
+strangers on the phone network: it is cleaned and capped here, escaped by the templates.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+
+from app.calls import Call, CallTracker
+from app.directory import Directory
+from app.snapshot import PbxPicture
+from app.states import CONTEXT_RE, EXTEN_RE, clean_text, hint_devices, parse_presence
+
+# The AMI events that feed the calls on the tiles.
+CHANNEL_EVENTS = frozenset(
+    {
+        "Newchannel",
+        "Newstate",
+        "NewConnectedLine",
+        "NewCallerid",
+        "DialBegin",
+        "DialEnd",
+        "BridgeEnter",
+        "BridgeLeave",
+        "Hold",
+        "Unhold",
+        "Hangup",
+    }
+)
+PRESENCE_EVENTS = frozenset({"PresenceStateChange", "PresenceStatus"})
+MAX_NAME = 80
+
+
+def callerid_name(callerid: str) -> str:
+    """The name of a caller ID: `"Anna Smith" <101>` or `Anna Smith <101>` gives Anna Smith."""
+    text = callerid.strip()
+    if text.startswith('"'):
+        end = text.find('"', 1)
+        return text[1:end].strip() if end > 0 else text[1:].strip()
+    return text.split("<", 1)[0].strip()
+
+
+class DetailTracker:
+    """Keeps names, presence and calls of every extension on the picture."""
+
+    def __init__(self, picture: PbxPicture, *, show_numbers: bool = True) -> None:
+        self.picture = picture
+        self.calls = CallTracker()
+        self.show_numbers = show_numbers
+        self.directory = Directory({})
+        self.pbx_names: dict[str, str] = {}  # exten -> name the PBX gave (caller ID)
+
+    # --- presence ---
+
+    def take_presence(self, message: Mapping[str, str]) -> bool:
+        presence = parse_presence(message)
+        if message.get("Event") == "PresenceStatus" or (message.get("Exten") and message.get("Context")):
+            exten, context = message.get("Exten", ""), message.get("Context", "")
+            if not (EXTEN_RE.fullmatch(exten) and CONTEXT_RE.fullmatch(context)):
+                return False
+            keys = [f"{exten}@{context}"]
+        else:
+            keys = self.picture.keys_holding((message.get("Presentity") or "").strip())
+        return any([self.picture.set_details(key, presence=presence) for key in keys])
+
+    # --- calls ---
+
+    def take_channel_event(self, message: Mapping[str, str], now: float) -> bool:
+        return self._show_calls(self.calls.apply(message, now))
+
+    def rebuild_calls(self, channels: Iterable[Mapping[str, str]], now: float) -> bool:
+        """At login: the calls in progress (CoreShowChannels), replacing what we had."""
+        before = self.calls.devices()
+        changed = self.calls.rebuild(channels, now)
+        return self._show_calls(changed | before | self.calls.devices())
+
+    def _show_calls(self, devices: Iterable[str]) -> bool:
+        changed = False
+        keys = {key for device in devices for key in self.picture.keys_holding(device)}
+        for key in keys:
+            hint = self.picture.extensions[key].state.hint
+            calls = sorted(
+                (call for device in hint_devices(hint) for call in self.calls.calls_for(device)),
+                key=lambda call: call.since,
+            )
+            changed |= self.picture.set_details(key, calls=tuple(self._shown(call) for call in calls))
+        return changed
+
+    def _shown(self, call: Call) -> dict[str, object]:
+        """A call as the tile shows it; external numbers hidden when SHOW_CALLER_NUMBERS=off."""
+        shown = call.as_dict()
+        number = str(shown.get("party_number") or "")
+        if number and not self.show_numbers and not self._is_internal(number):
+            shown["party_number"] = ""
+        return shown
+
+    def _is_internal(self, number: str) -> bool:
+        return any(record.state.exten == number for record in self.picture.extensions.values())
+
+    # --- names and groups ---
+
+    def use_directory(self, directory: Directory) -> bool:
+        self.directory = directory
+        return self.refresh_names()
+
+    def take_pbx_name(self, exten: str, callerid: str) -> bool:
+        """A name from the PBX (PJSIP endpoint caller ID, FreePBX cidname)."""
+        name = clean_text(callerid_name(callerid or ""), MAX_NAME)
+        if not name or name == exten:
+            return False
+        self.pbx_names[exten] = name
+        return self.refresh_names()
+
+    def refresh_names(self) -> bool:
+        """The directory wins; the PBX's caller ID fills what it does not say."""
+        changed = False
+        for key, record in self.picture.extensions.items():
+            exten = record.state.exten
+            name = self.directory.name(exten) or self.pbx_names.get(exten, "")
+            groups = self.directory.groups(exten)
+            changed |= self.picture.set_details(key, name=name, groups=tuple(groups))
+        return changed
+
+    def unnamed(self) -> list[str]:
+        """Extensions the directory does not name: ask the PBX for these."""
+        extens = (record.state.exten for record in self.picture.extensions.values())
+        return [exten for exten in extens if not self.directory.name(exten)]

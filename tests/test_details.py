@@ -1,0 +1,131 @@
+"""Names, presence and calls on the tiles: real Asterisk transcripts replayed through the
+collector's own frame parser and event handling, and the directory file end to end."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from app.collector import AmiProtocol, AmiTarget, Collector
+from app.details import DetailTracker
+from app.directory import parse_directory
+from app.snapshot import PbxPicture
+from app.states import ExtensionState, parse_extension_status
+from app.store import MemoryStore
+
+TRANSCRIPTS = Path(__file__).parent / "fixtures" / "ami"
+
+
+def frames(name: str) -> list[Any]:
+    """The transcript as panoramisk Messages, through the collector's own protocol."""
+    protocol = AmiProtocol()
+    protocol.connection_made(_Null())
+    seen: list[Any] = []
+    protocol.handle_message = seen.append  # type: ignore[method-assign]
+    protocol.data_received((TRANSCRIPTS / name).read_bytes())
+    return seen
+
+
+class _Null:
+    def write(self, data: bytes) -> None:  # pragma: no cover
+        pass
+
+    def close(self) -> None:  # pragma: no cover
+        pass
+
+
+def collector_with_hints(name: str) -> Collector:
+    """A collector whose picture holds the hints listed in transcript `name`."""
+    collector = Collector(AmiTarget("127.0.0.1", 1, "blf", "x"), MemoryStore())
+    states = [
+        parse_extension_status(m) for m in frames(name) if m.event == "ExtensionStatus" and "actionid" in m
+    ]
+    collector.picture.replace_all([s for s in states if isinstance(s, ExtensionState)], now=0.0)
+    return collector
+
+
+def replay(collector: Collector, name: str, watch: list[str]) -> list[dict[str, list[tuple]]]:
+    """Feed every unsolicited event; after each, note the calls of the watched extensions."""
+    steps: list[dict[str, list[tuple]]] = []
+    for number, message in enumerate(frames(name)):
+        if "actionid" in message:
+            continue
+        if collector._take(message, now=float(number)):
+            snapshot = {}
+            for key in watch:
+                calls = collector.picture.extensions[key].details.calls
+                snapshot[key] = [(c["direction"], c["party_number"], c["state"]) for c in calls]
+            if not steps or steps[-1] != snapshot:
+                steps.append(snapshot)
+    return steps
+
+
+def test_transcript_14_call_with_hold_on_both_tiles() -> None:
+    collector = collector_with_hints("14-sip-call-100-to-101-hold.txt")
+    steps = replay(collector, "14-sip-call-100-to-101-hold.txt", ["100@blf", "101@blf"])
+    caller = [s["100@blf"] for s in steps]
+    callee = [s["101@blf"] for s in steps]
+    assert [("out", "101", "up")] in caller and [("in", "100", "up")] in callee
+    assert [("out", "101", "hold")] in caller and [("in", "100", "hold")] in callee
+    assert any(c and c[0][2] == "ringing" for c in callee), "101 rang first"
+    hold = caller.index([("out", "101", "hold")])
+    assert [("out", "101", "up")] in caller[hold:], "unhold brings the call back up"
+    assert caller[-1] == [] and callee[-1] == [], "after the hangup no call is left"
+    extension = json.loads(json.dumps(collector.picture.extensions["101@blf"].as_dict()))
+    assert extension["calls"] == [] and extension["state"] in ("idle", "unavailable")
+
+
+def test_transcript_16_originate_to_101() -> None:
+    collector = collector_with_hints("13-sip-register-100-101.txt")
+    steps = replay(collector, "16-originate-to-pjsip-101.txt", ["101@blf"])
+    calls = [s["101@blf"] for s in steps]
+    assert [("in", "700", "up")] in calls and calls[-1] == []
+
+
+def test_transcript_12_presence_on_the_tiles() -> None:
+    collector = collector_with_hints("12-presencestate-change.txt")
+    seen: dict[str, set[str]] = {"100@blf": set(), "101@blf": set()}
+    messages: set[str] = set()
+    for message in frames("12-presencestate-change.txt"):
+        if "actionid" in message:
+            continue
+        collector._take(message, now=1.0)
+        for key in seen:
+            presence = collector.picture.extensions[key].details.presence
+            if presence:
+                seen[key].add(presence.state)
+                messages.add(presence.message)
+    assert {"away", "dnd", "available"} <= seen["100@blf"]
+    assert {"xa", "chat", "not_set"} <= seen["101@blf"]
+    assert "In a meeting until 3pm" in messages
+
+
+def test_transcript_13_registration_gives_no_calls() -> None:
+    collector = collector_with_hints("13-sip-register-100-101.txt")
+    steps = replay(collector, "13-sip-register-100-101.txt", ["100@blf", "101@blf"])
+    assert all(not calls for step in steps for calls in step.values())
+
+
+def test_directory_names_and_groups_win_over_the_pbx() -> None:
+    picture = PbxPicture(started_at=0.0)
+    picture.replace_all(
+        [ExtensionState(e, "ext-local", f"Custom:{e}", 0, "idle") for e in ("100", "101")], 0.0
+    )
+    details = DetailTracker(picture)
+    directory, problems = parse_directory("exten,name,group\n100,Anna Smith,Sales;Front desk\n")
+    assert problems == []
+    details.take_pbx_name("100", '"Reception" <100>')
+    details.take_pbx_name("101", '"Boris <b>" <101>')
+    details.use_directory(directory)
+    assert picture.extensions["100@ext-local"].details.name == "Anna Smith"
+    assert picture.extensions["100@ext-local"].details.groups == ("Sales", "Front desk")
+    assert picture.extensions["101@ext-local"].details.name == "Boris <b>"  # text; templates escape it
+    assert details.unnamed() == ["101"]
+
+
+def test_outside_numbers_hidden_when_asked() -> None:
+    collector = collector_with_hints("14-sip-call-100-to-101-hold.txt")
+    collector.details.show_numbers = False
+    steps = replay(collector, "14-sip-call-100-to-101-hold.txt", ["100@blf"])
+    assert [("out", "101", "up")] in [s["100@blf"] for s in steps], "internal numbers stay"
