@@ -22,7 +22,7 @@ from typing import Any, TextIO
 from app.collector import Collector
 from app.runtime import running_collector, store_from
 from app.settings import Settings, SettingsError, load_settings
-from app.simulator import parse_extension_range, run_simulator
+from app.simulator import load_names, parse_extension_range, run_simulator
 from app.store import MemoryStore, StoreUnavailable
 
 log = logging.getLogger("blf-panel")
@@ -66,6 +66,7 @@ def _parser() -> argparse.ArgumentParser:
     simulate.add_argument("--username", help="AMI user (default: AMI_USERNAME)")
     simulate.add_argument("--secret", help="AMI secret (default: AMI_SECRET)")
     simulate.add_argument("--context", default="ext-local", help="dialplan context of the hints")
+    simulate.add_argument("--names", metavar="FILE", help="CSV exten,name of caller IDs (default: generated)")
     simulate.set_defaults(command=simulate_command)
 
     serve = commands.add_parser(
@@ -121,6 +122,10 @@ async def simulate_command(settings: Settings, args: argparse.Namespace) -> int:
     if args.churn < 0:
         raise UsageError("--churn must be 0 or more")
     try:
+        names = load_names(args.names) if args.names else None
+    except (OSError, ValueError) as error:
+        raise UsageError(f"--names: {error}") from None
+    try:
         await run_simulator(
             host=args.host,
             port=args.port,
@@ -129,6 +134,7 @@ async def simulate_command(settings: Settings, args: argparse.Namespace) -> int:
             secret=args.secret or settings.ami_secret,
             churn=args.churn,
             context=args.context,
+            names=names,
         )
     except OSError as error:
         raise UsageError(f"cannot listen on {args.host}:{args.port}: {error.strerror or error}") from None

@@ -77,6 +77,7 @@ class AmiProtocol(AMIProtocol):
         super().connection_made(transport)
         self._buffer = bytearray()
         self._discarding = False
+        self._bad_utf8 = False  # warn once per connection, not once per frame
         self.arrivals = 0
 
     def data_received(self, data: bytes) -> None:  # type: ignore[override]
@@ -103,8 +104,12 @@ class AmiProtocol(AMIProtocol):
         try:
             text = frame.decode("utf-8")
         except UnicodeDecodeError:
-            log.warning("AMI frame is not UTF-8; skipping it: %r", frame[:80])
-            return
+            # A trunk may send Latin-1 caller names: keep the frame (a name shows a
+            # replacement character; keys with one fail validation and are skipped).
+            level = logging.DEBUG if self._bad_utf8 else logging.WARNING
+            log.log(level, "AMI frame is not UTF-8; undecodable bytes replaced: %r", frame[:80])
+            self._bad_utf8 = True
+            text = frame.decode("utf-8", "replace")
         message = Message.from_line(text.strip())
         if message is None:
             if "Asterisk Call Manager/" not in text:
@@ -339,13 +344,17 @@ class Collector:
         """Names the directory does not give, from the PBX: the PJSIP endpoint's caller ID,
         else FreePBX's AstDB `AMPUSER/<exten>/cidname`. One request at a time, in the
         background: the panel is live before the names arrive."""
+        names: dict[str, str] = {}
         try:
             for exten in self.details.unnamed():
                 name = await self._pbx_name(session, exten)
-                if name and self.details.take_pbx_name(exten, name):
-                    self._changed.set()
+                if name:
+                    names[exten] = name
         except (LinkLost, TimeoutError):
-            pass  # the next login asks again
+            return  # the next login asks again
+        # All at once: one new version (and one regrouping of the views), not one per name.
+        if self.details.take_pbx_names(names):
+            self._changed.set()
 
     async def _pbx_name(self, session: AmiSession, exten: str) -> str:
         for item in await session.request_list("PJSIPShowEndpoint", quiet=True, Endpoint=exten):

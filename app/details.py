@@ -12,7 +12,7 @@ from collections.abc import Iterable, Mapping
 from app.calls import Call, CallTracker
 from app.directory import Directory
 from app.snapshot import PbxPicture
-from app.states import CONTEXT_RE, EXTEN_RE, clean_text, hint_devices, parse_presence
+from app.states import CONTEXT_RE, EXTEN_RE, clean_text, parse_presence
 
 # The AMI events that feed the calls on the tiles.
 CHANNEL_EVENTS = frozenset(
@@ -79,26 +79,29 @@ class DetailTracker:
 
     def _show_calls(self, devices: Iterable[str]) -> bool:
         changed = False
-        keys = {key for device in devices for key in self.picture.keys_holding(device)}
+        keys = {key for device in devices for key in self.picture.keys_of_phone(device)}
         for key in keys:
-            hint = self.picture.extensions[key].state.hint
+            phones = set(self.picture.phones_of(key))
+            phones.update(d for d in self.calls.devices() if key in self.picture.keys_of_phone(d))
             calls = sorted(
-                (call for device in hint_devices(hint) for call in self.calls.calls_for(device)),
-                key=lambda call: call.since,
+                (call for device in phones for call in self.calls.calls_for(device)),
+                key=lambda call: (call.since, call.channel),
             )
             changed |= self.picture.set_details(key, calls=tuple(self._shown(call) for call in calls))
         return changed
 
     def _shown(self, call: Call) -> dict[str, object]:
-        """A call as the tile shows it; external numbers hidden when SHOW_CALLER_NUMBERS=off."""
+        """A call as the tile shows it: a colleague under the name the panel knows them by;
+        outside numbers hidden when SHOW_CALLER_NUMBERS=off."""
         shown = call.as_dict()
         number = str(shown.get("party_number") or "")
-        if number and not self.show_numbers and not self._is_internal(number):
+        colleagues = self.picture.keys_of_exten(number) if number else []
+        if colleagues:
+            name = self.picture.extensions[colleagues[0]].details.name
+            shown["party_name"] = name or shown["party_name"]
+        elif number and not self.show_numbers:
             shown["party_number"] = ""
         return shown
-
-    def _is_internal(self, number: str) -> bool:
-        return any(record.state.exten == number for record in self.picture.extensions.values())
 
     # --- names and groups ---
 
@@ -106,12 +109,12 @@ class DetailTracker:
         self.directory = directory
         return self.refresh_names()
 
-    def take_pbx_name(self, exten: str, callerid: str) -> bool:
-        """A name from the PBX (PJSIP endpoint caller ID, FreePBX cidname)."""
-        name = clean_text(callerid_name(callerid or ""), MAX_NAME)
-        if not name or name == exten:
-            return False
-        self.pbx_names[exten] = name
+    def take_pbx_names(self, callerids: Mapping[str, str]) -> bool:
+        """Names from the PBX (PJSIP endpoint caller ID, FreePBX cidname), by exten."""
+        for exten, callerid in callerids.items():
+            name = clean_text(callerid_name(callerid or ""), MAX_NAME)
+            if name and name != exten:
+                self.pbx_names[exten] = name
         return self.refresh_names()
 
     def refresh_names(self) -> bool:

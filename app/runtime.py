@@ -14,6 +14,7 @@ import re
 import secrets
 import socket
 from collections.abc import AsyncIterator, Coroutine
+from pathlib import Path
 from typing import Any
 
 from app.collector import AmiTarget, Collector
@@ -41,6 +42,16 @@ def ami_target(settings: Settings, *, host: str | None = None, port: int | None 
         reconnect_max=settings.ami_reconnect_max,
         auth_retry=settings.ami_auth_retry,
     )
+
+
+DEMO_DIRECTORY = Path(__file__).parent / "demo-directory.csv"
+
+
+def directory_path(settings: Settings) -> Path | None:
+    """DIRECTORY_FILE; the demo PBX brings its own groups so the demo shows them."""
+    if settings.directory_file:
+        return Path(settings.directory_file)
+    return DEMO_DIRECTORY if settings.demo else None
 
 
 @contextlib.asynccontextmanager
@@ -74,7 +85,7 @@ async def running_collector(settings: Settings, store: SnapshotStore) -> AsyncIt
             target,
             store,
             publish_window=settings.publish_window,
-            directory=DirectoryFile(settings.directory_file or None),
+            directory=DirectoryFile(directory_path(settings)),
             show_numbers=settings.show_caller_numbers,
         )
         await stack.enter_async_context(background(collector.run(), "collector"))

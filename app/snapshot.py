@@ -115,6 +115,24 @@ class PbxPicture:
         """The extensions whose hint holds `device` (a phone, or a presentity)."""
         return self._keys_holding(device)
 
+    def keys_of_phone(self, device: str) -> list[str]:
+        """The extensions a phone's calls belong to: those whose hint holds the device, or,
+        where no hint does (hints of Custom: lamps only), the extension named like the
+        endpoint (`PJSIP/101` -> 101), as FreePBX names its endpoints."""
+        keys = self._keys_holding(device)
+        if keys:
+            return keys
+        _tech, _, endpoint = device.partition("/")
+        return self.keys_of_exten(endpoint) if endpoint else []
+
+    def keys_of_exten(self, exten: str) -> list[str]:
+        return self._keys_holding(f"exten:{exten}")
+
+    def phones_of(self, key: str) -> list[str]:
+        """The devices whose calls show on an extension: its hint's devices; the endpoint
+        named like it is matched by `keys_of_phone`."""
+        return list(hint_devices(self.extensions[key].state.hint))
+
     def remove(self, key: str) -> bool:
         if self.extensions.pop(key, None) is None:
             return False
@@ -201,6 +219,7 @@ class PbxPicture:
         if self._by_device is None:
             index: dict[str, list[str]] = {}
             for key, record in self.extensions.items():
+                index.setdefault(f"exten:{record.state.exten}", []).append(key)
                 presentity = hint_presentity(record.state.hint)
                 for name in (*hint_devices(record.state.hint), *([presentity] if presentity else [])):
                     index.setdefault(name, []).append(key)

@@ -306,6 +306,48 @@ async def test_a_hostile_hint_is_shown_as_text(simulator, panel, browser) -> Non
     await watched.context.close()
 
 
+# --- who: name, group, presence and the other party on the tile; a hostile caller ID ---
+
+
+async def test_tiles_show_who_and_a_hostile_caller_id_as_text(panel, browser, tmp_path) -> None:
+    directory = tmp_path / "directory.csv"
+    directory.write_text("exten,name,group\n101,Anna Smith,Sales\n102,Boris Ivanov,Support\n")
+    async with Simulator(["100", "101", "102"], port=0, names={"100": "Reception Desk"}) as sim:
+        server = await (await panel(**pbx(sim.port, DIRECTORY_FILE=str(directory)))).healthy()
+        watched = await open_panel(browser, server.url + "/")
+        page = watched.page
+        await expect(page.locator("#ext-101 .name")).to_have_text("Anna Smith")
+        await expect(page.locator("#ext-100 .name")).to_have_text("Reception Desk")  # from the PBX
+        await expect(page.locator("section.group h2")).to_have_text(["Sales", "Support", "Other"])
+        client = await AmiClient.login(sim.port)
+        try:
+            reply = await client.action(
+                "Setvar", Variable="PRESENCE_STATE(CustomPresence:102)", Value="dnd,,In a meeting"
+            )
+            assert reply["Response"] == "Success", reply
+        finally:
+            await client.close()
+        await expect(page.locator("#ext-102 .presence")).to_contain_text("Do not disturb: In a meeting")
+        hostile = '"><img src=x onerror=window.__pwned=1>'
+        call = sim.place_call("+4930123456", "101", caller_name=hostile)
+        await expect(page.locator("#ext-101 .call")).to_contain_text("ringing")
+        call.answer()
+        await expect(page.locator("#ext-101 .call")).to_contain_text("+4930123456")
+        await expect(page.locator("#ext-101 .call")).not_to_contain_text("ringing")
+        text = await page.locator("#ext-101 .call").inner_text()
+        assert "from" in text and "<img src=x" in text, text
+        assert await page.locator("#ext-101 img").count() == 0
+        assert await page.evaluate("window.__pwned") is None
+        internal = sim.place_call("100", "102")
+        internal.answer()
+        await expect(page.locator("#ext-100 .call")).to_contain_text("to Boris Ivanov (102)")
+        await expect(page.locator("#ext-102 .call")).to_contain_text("from Reception Desk (100)")
+        internal.hold()
+        await expect(page.locator("#ext-102 .call")).to_contain_text("on hold")
+        assert watched.errors == [], "\n".join(watched.errors)
+        await watched.context.close()
+
+
 async def reloaded(browser: Browser, url: str) -> Page:
     """A fresh page: the hint as the server renders it into the page itself."""
     return (await open_panel(browser, url)).page

@@ -80,7 +80,7 @@ async def test_full_sync(simulator: Simulator, store: MemoryStore) -> None:
         **snapshot["extensions"]["100@ext-local"],
         "exten": "100",
         "context": "ext-local",
-        "hint": "Custom:100",
+        "hint": "Custom:100,CustomPresence:100",
         "status": 0,
         "state": "idle",
     }

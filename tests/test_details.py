@@ -115,8 +115,7 @@ def test_directory_names_and_groups_win_over_the_pbx() -> None:
     details = DetailTracker(picture)
     directory, problems = parse_directory("exten,name,group\n100,Anna Smith,Sales;Front desk\n")
     assert problems == []
-    details.take_pbx_name("100", '"Reception" <100>')
-    details.take_pbx_name("101", '"Boris <b>" <101>')
+    details.take_pbx_names({"100": '"Reception" <100>', "101": '"Boris <b>" <101>'})
     details.use_directory(directory)
     assert picture.extensions["100@ext-local"].details.name == "Anna Smith"
     assert picture.extensions["100@ext-local"].details.groups == ("Sales", "Front desk")
@@ -129,3 +128,26 @@ def test_outside_numbers_hidden_when_asked() -> None:
     collector.details.show_numbers = False
     steps = replay(collector, "14-sip-call-100-to-101-hold.txt", ["100@blf"])
     assert [("out", "101", "up")] in [s["100@blf"] for s in steps], "internal numbers stay"
+
+
+async def test_a_panel_started_mid_call_shows_the_call(panel) -> None:
+    """The collector rebuilds calls in progress from CoreShowChannels at login."""
+    import httpx
+
+    from app.simulator import Simulator
+
+    async with Simulator(["100", "101", "102"], port=0, names={"100": "Anna", "101": "Boris"}) as sim:
+        call = sim.place_call("100", "101")
+        call.answer()
+        call.hold()
+        outside = sim.place_call("+4930123456", "102", caller_name="Carla Caller")
+        outside.answer()
+        server = await (await panel(AMI_HOST="127.0.0.1", AMI_PORT=str(sim.port), MEMCACHED_URL="")).healthy()
+        async with httpx.AsyncClient(base_url=server.url) as client:
+            snapshot = (await client.get("/api/snapshot")).json()
+            page = (await client.get("/")).text
+    calls = {key: ext["calls"] for key, ext in snapshot["extensions"].items()}
+    assert [(c["direction"], c["party_number"]) for c in calls["100@ext-local"]] == [("out", "101")]
+    assert [(c["direction"], c["party_number"]) for c in calls["101@ext-local"]] == [("in", "100")]
+    assert [(c["direction"], c["party_name"]) for c in calls["102@ext-local"]] == [("in", "Carla Caller")]
+    assert '<span class="dir">from</span> Carla Caller (+4930123456)' in page

@@ -14,7 +14,10 @@ import pytest
 from app.simulator import (
     MAX_EXTENSIONS,
     MAX_FRAME_BYTES,
+    Presence,
     Simulator,
+    generated_name,
+    load_names,
     parse_extension_range,
 )
 from app.states import DEVICE_STATES, DEVICE_TO_STATUS, STATUS_TEXT
@@ -26,6 +29,7 @@ BANNER = b"Asterisk Call Manager/11.0.0\r\n"
 # Headers whose values depend on time, addresses or memory, not on the protocol.
 VARIABLE = ("Uptime", "LastReload", "EventTV", "SessionID", "LocalAddress", "RemoteAddress", "SessionTV")
 VARIABLE_RE = re.compile(rb"^(%s): [^\r\n]*" % "|".join((*VARIABLE, "Timestamp")).encode(), re.M)
+PRESENCE_HINT_RE = re.compile(rb"^(Hint: Custom:[^,\r\n]*),CustomPresence:[^\r\n]*", re.M)
 
 Headers = list[tuple[str, str]]
 
@@ -39,8 +43,10 @@ def fixture(name: str) -> bytes:
 
 def normalize(data: bytes, renames: dict[bytes, bytes] | None = None) -> bytes:
     """Blank out the values that differ between any two runs; rename our extensions to the
-    transcript's (the simulator's hints are `N => Custom:N`)."""
+    transcript's. The simulator's hints are `N => Custom:N,CustomPresence:N`: the presence part
+    goes, for the lamps of transcripts 09 and 11, whose hints have none."""
     data = VARIABLE_RE.sub(rb"\1: *", data)
+    data = PRESENCE_HINT_RE.sub(rb"\1", data)
     for ours, theirs in (renames or {}).items():
         data = data.replace(b"Exten: " + ours + b"\r\n", b"Exten: " + theirs + b"\r\n")
     return data
@@ -279,7 +285,11 @@ async def test_extension_state_list_has_the_form_of_transcripts_03_and_22(connec
     assert all(shape(item, fixed) == shape(their_item, fixed) for item in items)
     assert shape(end, fixed) == shape(their_end, fixed)
     assert [field(item, "Exten") for item in items] == ["104", "105", "7001"]
-    assert [field(item, "Hint") for item in items] == ["Custom:104", "Custom:105", "Custom:7001"]
+    assert [field(item, "Hint") for item in items] == [
+        "Custom:104,CustomPresence:104",
+        "Custom:105,CustomPresence:105",
+        "Custom:7001,CustomPresence:7001",
+    ]
     assert [(field(i, "Status"), field(i, "StatusText")) for i in items] == [
         ("0", "Idle"),
         ("9", "InUse&Ringing"),
@@ -329,6 +339,36 @@ async def test_dialplan_reload_resends_every_hint(sim: Simulator, connect: Conne
     await client.ping()
 
 
+async def test_manager_show_connected_lists_logged_in_sessions(sim: Simulator, connect: Connect) -> None:
+    first, second = await connect(), await connect()
+    await first.login()
+    await second.send("Login", Username="BLF", Secret="blfsecret", Events="off")
+    await second.read()
+    await connect()  # connected, not logged in: not listed
+    reply = await first.action("Command", Command="manager  show Connected", ActionID="m1")
+    headers = parse(reply)
+    assert headers[:3] == [("Response", "Success"), ("ActionID", "m1"), ("Message", "Command output follows")]
+    assert {name for name, _ in headers[3:]} == {"Output"}
+    header, *rows, count = [value for _, value in headers[3:]]
+    assert header == (
+        "  Username         IP Address                                               Start       Elapsed     "
+        "FileDes   HttpCnt   ReadPerms                                          WritePerms"
+    )
+    assert count == "2 users connected."
+    assert sorted(row.split()[0] for row in rows) == ["BLF", "blf"]
+    perms = "system,call,log,verbose,command,agent,user,config,"  # the first 50 characters
+    for row in rows:
+        assert re.fullmatch(
+            rf"  (blf|BLF) {{12}}  127\.0\.0\.1 {{46}}  [0-9]{{10}}  [0-9] {{9}}  [0-9]+ +  0 {{7}}"
+            rf"  {perms} {perms}",
+            row,
+        ), row
+    await second.send("Logoff")
+    await second.read_to_eof()
+    reply = await first.action("Command", Command="manager show connected")
+    assert parse(reply)[-1] == ("Output", "1 users connected.")
+
+
 # --- device states ---
 
 
@@ -353,7 +393,8 @@ async def test_setvar_sets_a_device_state(sim: Simulator, connect: Connect, stat
         event = await client.read()
         assert event == (
             b"Event: ExtensionStatus\r\nPrivilege: call,all\r\nExten: 101\r\nContext: blf\r\n"
-            + f"Hint: Custom:101\r\nStatus: {status}\r\nStatusText: {STATUS_TEXT[status]}\r\n\r\n".encode()
+            + b"Hint: Custom:101,CustomPresence:101\r\n"
+            + f"Status: {status}\r\nStatusText: {STATUS_TEXT[status]}\r\n\r\n".encode()
         )
     await client.ping()  # nothing else came first
 
@@ -631,6 +672,432 @@ async def test_no_hints_is_an_error_like_asterisk(connect: Connect) -> None:
         )
 
 
+# --- presence ---
+
+
+def presence_hints(data: bytes) -> bytes:
+    """Transcript 12's hints are `PJSIP/10X,CustomPresence:10X`, ours `Custom:10X,...`."""
+    return re.sub(rb"^Hint: PJSIP/", b"Hint: Custom:", data, flags=re.M)
+
+
+async def test_presence_matches_transcript_12(connect: Connect) -> None:
+    theirs = messages(normalize(presence_hints(fixture("12-presencestate-change.txt"))))
+    their_list = [m for m in theirs if b"ActionID: blf-4\r\n" not in m]  # 18 hints there, 3 here
+    login, setvar, presences, hints, logoff = client_frames("12-presencestate-change.client.txt")
+    async with Simulator(["100", "101", "102"], context="blf") as pbx:
+        client = await connect(pbx)
+        await client.send_raw(login)
+        await client.read_many(3)
+        for who, state in [  # the recording's CLI `presencestate change` runs
+            ("100", "AWAY"),
+            ("100", "DND,meeting,In a meeting until 3pm"),
+            ("101", "XA"),
+            ("101", "CHAT"),
+            ("100", "AVAILABLE"),
+            ("101", "NOT_SET"),
+        ]:
+            pbx.set_presence(who, *state.split(","))
+        await client.send_raw(setvar + presences + hints)
+        await client.read_many(12 + 3 + 5 + 5)
+        pbx.set_presence("CustomPresence:102", "available")
+        ours = messages(normalize(await replay(client, [logoff])))
+    ours = [m for m in ours if b"ActionID: blf-4\r\n" not in m]
+    # Within a run the CLI's two events come in either order; the Setvar's in this one.
+    assert segments(ours) == segments(their_list)
+    setvar_at = next(i for i, m in enumerate(their_list) if b"ActionID: blf-2" in m)
+    assert ours[setvar_at : setvar_at + 8] == their_list[setvar_at : setvar_at + 8]
+
+
+async def test_presence_state_list_matches_transcript_06(connect: Connect) -> None:
+    client = await connect()
+    ours = await replay(client, client_frames("06-presencestatelist.client.txt"))
+    assert normalize(ours) == normalize(fixture("06-presencestatelist.txt"))
+
+
+async def test_presence_setvar_like_func_presencestate(sim: Simulator, connect: Connect) -> None:
+    client = await connect()
+    await client.login()
+    not_set = b"Response: Error\r\nMessage: Variable not set\r\n\r\n"
+    for variable, value in [
+        ("PRESENCE_STATE(CustomPresence:100)", "sleeping"),
+        ("PRESENCE_STATE(CustomPresence:100)", ""),
+        ("PRESENCE_STATE(CustomPresence:100)", "away,,,x"),  # options other than e
+        ("PRESENCE_STATE(CustomPresence:)", "away"),
+        ("PRESENCE_STATE(Custom:100)", "away"),
+    ]:
+        assert await client.action("Setvar", Variable=variable, Value=value) == not_set
+    await client.ping()  # nothing changed
+    set_ok = b"Response: Success\r\nMessage: Variable Set\r\n\r\n"
+    value = "DnD,T24gdGhlIHBob25l,QmFjayBhdCAz,e"  # base64 subtype and message
+    assert await client.action("Setvar", Variable="presence_state(CustomPresence:101)", Value=value) == set_ok
+    change, status = await client.read_many(2)
+    assert parse(change)[2:] == [
+        ("Presentity", "CustomPresence:101"),
+        ("Status", "dnd"),
+        ("Subtype", "On the phone"),
+        ("Message", "Back at 3"),
+    ]
+    assert parse(status)[2:5] == [
+        ("Exten", "101"),
+        ("Context", "blf"),
+        ("Hint", "Custom:101,CustomPresence:101"),
+    ]
+    assert sim.db_get("CustomPresence", "101") == value  # astdb keeps what was written
+    # The same presence again: PresenceStateChange, but the hint did not change.
+    await client.action("Setvar", Variable="PRESENCE_STATE(CustomPresence:101)", Value=value)
+    assert field(await client.read(), "Event") == "PresenceStateChange"
+    await client.ping()
+    # A presentity without a hint changes too, with no PresenceStatus.
+    await client.action("Setvar", Variable="PRESENCE_STATE(CustomPresence:lamp9)", Value="xa,,gone")
+    assert parse(await client.read())[2:] == [
+        ("Presentity", "CustomPresence:lamp9"),
+        ("Status", "xa"),
+        ("Subtype", ""),
+        ("Message", "gone"),
+    ]
+    await client.ping()
+    await client.send("PresenceStateList", ActionID="p")
+    _, *items, end = await client.read_many(4)
+    assert [field(item, "Presentity") for item in items] == ["CustomPresence:lamp9", "CustomPresence:101"]
+    assert field(end, "ListItems") == "2"
+    with pytest.raises(ValueError):
+        sim.set_presence("100", "busy")
+    with pytest.raises(ValueError):
+        sim.set_presence("100", "away", "", "one, two")
+
+
+async def test_restart_forgets_the_presence_list_not_the_presences(sim: Simulator, connect: Connect) -> None:
+    sim.set_presence("100", "away", "lunch", "back soon")
+    await sim.restart()
+    client = await connect()
+    await client.login()
+    reply = await client.action("PresenceStateList")
+    assert field(await client.read(), "ListItems") == "0"  # the stasis cache is gone ...
+    assert reply.startswith(b"Response: Success\r\nEventList: start\r\n")
+    assert sim.presence("100") == Presence("away", "lunch", "back soon")  # ... astdb is not
+
+
+# --- names ---
+
+
+async def test_names_via_pjsip_show_endpoint(connect: Connect) -> None:
+    async with Simulator(["101", "102"], context="blf", names={"101": 'Anna "Nan" Smith'}) as pbx:
+        pbx.set_device_state("Custom:102", "RINGING")
+        client = await connect(pbx)
+        await client.login()
+        await client.send("PJSIPShowEndpoint", Endpoint="101", ActionID="e1")
+        ack, detail, end = await client.read_many(3)
+        assert ack == (
+            b"Response: Success\r\nActionID: e1\r\nEventList: start\r\n"
+            b"Message: Following are Events for each object associated with the Endpoint\r\n\r\n"
+        )
+        headers = parse(detail)
+        assert headers[:4] == [
+            ("Event", "EndpointDetail"),
+            ("ActionID", "e1"),
+            ("ObjectType", "endpoint"),
+            ("ObjectName", "101"),
+        ]
+        found = dict(headers)
+        assert found["Callerid"] == '"Anna \\"Nan\\" Smith" <101>'
+        assert (found["Context"], found["Aors"], found["Auth"]) == ("blf", "101", "101")
+        assert headers[-2:] == [("DeviceState", "Not in use"), ("ActiveChannels", "0")]
+        assert (
+            end
+            == b"Event: EndpointDetailComplete\r\nActionID: e1\r\nEventList: Complete\r\nListItems: 1\r\n\r\n"
+        )
+        await client.send("PJSIPShowEndpoint", Endpoint="pjsip/102")
+        _, detail, _ = await client.read_many(3)
+        name = dict(parse(detail))["Callerid"]
+        assert re.fullmatch(r'"[^"\s]+ [^"]+" <102>', name), name  # a generated name
+        assert dict(parse(detail))["DeviceState"] == "Ringing"
+        # res_pjsip's error texts end in a newline that goes out inside the line.
+        assert await client.action("PJSIPShowEndpoint", Endpoint="999", ActionID="e2") == (
+            b"Response: Error\r\nActionID: e2\r\nMessage: Unable to retrieve endpoint 999\n\r\n\r\n"
+        )
+        assert await client.action("PJSIPShowEndpoint") == (
+            b"Response: Error\r\nMessage: PJSIPShowEndpoint requires an endpoint name\n\r\n\r\n"
+        )
+
+
+async def test_names_via_dbget_like_freepbx(connect: Connect) -> None:
+    async with Simulator(["101", "102"], names={"101": "Jürgen Weiß"}) as pbx:
+        client = await connect(pbx)
+        await client.login()
+        await client.send("DBGet", Family="AMPUSER", Key="101/cidname", ActionID="d1")
+        ack, value, end = await client.read_many(3)
+        assert (
+            ack
+            == b"Response: Success\r\nActionID: d1\r\nEventList: start\r\nMessage: Result will follow\r\n\r\n"
+        )
+        assert value == (
+            b"Event: DBGetResponse\r\nFamily: AMPUSER\r\nKey: 101/cidname\r\n"
+            + "Val: Jürgen Weiß\r\n".encode()  # UTF-8, as Asterisk sends its astdb
+            + b"ActionID: d1\r\n\r\n"
+        )
+        assert end == b"Event: DBGetComplete\r\nActionID: d1\r\nEventList: Complete\r\nListItems: 1\r\n\r\n"
+        await client.send("DBGet", Family="AMPUSER", Key="102/cidnum")
+        assert parse((await client.read_many(3))[1]) == [
+            ("Event", "DBGetResponse"),
+            ("Family", "AMPUSER"),
+            ("Key", "102/cidnum"),
+            ("Val", "102"),
+        ]
+        for headers, message in [
+            ({"Family": "AMPUSER", "Key": "103/cidname"}, b"Database entry not found"),
+            ({"Family": "ampuser", "Key": "101/cidname"}, b"Database entry not found"),
+            ({"Key": "101/cidname"}, b"No family specified."),
+            ({"Family": "AMPUSER"}, b"No key specified."),
+        ]:
+            assert (
+                await client.action("DBGet", **headers)
+                == b"Response: Error\r\nMessage: " + message + b"\r\n\r\n"
+            )
+
+
+def test_generated_names_are_plausible_and_seeded() -> None:
+    first, again, other = Simulator(["101"], seed=4), Simulator(["101"], seed=4), Simulator(["101"], seed=5)
+    assert first.name_of("101") == again.name_of("101")
+    assert re.fullmatch(r"[A-Z][a-z]+ [A-Z][\w']+", first.name_of("101"))
+    assert len({generated_name(str(n)) for n in range(100, 150)}) > 40
+    assert other.name_of("101")  # another seed, maybe another name
+    with pytest.raises(ValueError):
+        Simulator(["101"], names={"101": "two\r\nlines"})
+
+
+def test_load_names(tmp_path: Path) -> None:
+    path = tmp_path / "names.csv"
+    path.write_text('\ufeffexten,name,group\n# comment\n101,Anna Smith,Sales\n\n102,"Smith, Bob"\n')
+    assert load_names(path) == {"101": "Anna Smith", "102": "Smith, Bob"}
+    path.write_text("101\n")
+    with pytest.raises(ValueError, match="line 1"):
+        load_names(path)
+    path.write_text("101,ok\n1 02,bad\n")
+    with pytest.raises(ValueError, match="line 2"):
+        load_names(path)
+
+
+# --- calls ---
+
+CALL_NAMES = {"100": "Ext 100", "101": "Ext 101"}  # the recording's caller IDs
+
+
+def call_class(stream: list[bytes]) -> list[bytes]:
+    """The unsolicited events of class call (Privilege: call,all), what a client logged in
+    with `Events: call` gets; list items and other classes are left out."""
+    return [m for m in stream if b"\r\nPrivilege: call,all\r\n" in m]
+
+
+def tokens(stream: list[bytes]) -> list[bytes]:
+    """Uniqueids and bridge ids become U0, U1, B0 in the order they first appear; devices
+    and hints get our names (`PJSIP/101` there is the phone, `Custom:101` here)."""
+    seen: dict[bytes, bytes] = {}
+
+    def token(match: re.Match[bytes]) -> bytes:
+        kind = b"B" if match.group(1).startswith(b"Bridge") else b"U"
+        value = seen.setdefault(match.group(2), kind + str(len(seen)).encode())
+        return match.group(1) + b": " + value
+
+    ids = re.compile(rb"^((?:Dest)?(?:Uniqueid|Linkedid)|BridgeUniqueid|BridgeId): ([^\r\n]+)", re.M)
+    result = []
+    for message in stream:
+        message = ids.sub(token, message)
+        message = re.sub(rb"^(Device|Hint): PJSIP/", rb"\1: Custom:", message, flags=re.M)
+        result.append(message)
+    return result
+
+
+def split_devices(stream: list[bytes]) -> tuple[list[bytes], list[bytes], list[bytes]]:
+    """(channel events, ExtensionStatus events, DeviceStateChange events)."""
+    device = (b"Event: ExtensionStatus\r\n", b"Event: DeviceStateChange\r\n")
+    return (
+        [m for m in stream if not m.startswith(device)],
+        [m for m in stream if m.startswith(device[0])],
+        [m for m in stream if m.startswith(device[1])],
+    )
+
+
+async def test_call_matches_transcript_14(connect: Connect) -> None:
+    theirs = split_devices(tokens(call_class(messages(fixture("14-sip-call-100-to-101-hold.txt")))))
+    async with Simulator(["100", "101"], context="blf", names=CALL_NAMES) as pbx:
+        client = await connect(pbx)
+        await client.login()
+        call = pbx.place_call("100", "101")
+        steps = [
+            (call.answer, {"100": 1, "101": 8}),
+            (call.hold, {"100": 1, "101": 1}),
+            (call.unhold, {"100": 1, "101": 16}),
+            (call.hang_up, {"100": 1, "101": 1}),
+        ]
+        for step, before in steps:  # the lamps step as in the transcript
+            assert {e: pbx.extension_status(e) for e in ("100", "101")} == before
+            step()
+        assert {e: pbx.extension_status(e) for e in ("100", "101")} == {"100": 0, "101": 0}
+        ours = await replay(client, [b"Action: Logoff\r\n\r\n"])
+    ours_split = split_devices(tokens(messages(ours)[1:-1]))
+    assert [field(m, "Event") for m in ours_split[0]] == [field(m, "Event") for m in theirs[0]]
+    assert ours_split == theirs  # byte for byte but for the ids, and the lamps' order in a step
+    assert not pbx.calls and not pbx.channels
+
+
+async def test_simulate_call_steps_through_at_once(sim: Simulator, connect: Connect) -> None:
+    their_events = [
+        field(m, "Event")
+        for m in split_devices(call_class(messages(fixture("14-sip-call-100-to-101-hold.txt"))))[0]
+    ]
+    client = await connect()
+    await client.login()
+    call = await sim.simulate_call("100", "101", ring=0, talk=0, hold=0)
+    assert call.ended
+    events = [
+        field(m, "Event")
+        for m in split_devices(messages(await replay(client, [b"Action: Logoff\r\n\r\n"]))[1:-1])[0]
+    ]
+    assert events == their_events
+    assert [sim.device_state(f"Custom:{e}") for e in ("100", "101", "102")] == ["NOT_INUSE"] * 3
+
+
+async def test_simulate_call_follows_its_schedule(sim: Simulator) -> None:
+    task = asyncio.create_task(
+        sim.simulate_call("101", "102", ring=0.3, talk=0.6, hold=0.3, hold_by="callee")
+    )
+    await asyncio.sleep(0.15)
+    assert (sim.device_state("Custom:101"), sim.device_state("Custom:102")) == ("INUSE", "RINGING")
+    await asyncio.sleep(0.3)  # answered, talking
+    assert (sim.device_state("Custom:101"), sim.device_state("Custom:102")) == ("INUSE", "INUSE")
+    await asyncio.sleep(0.3)  # 102 holds: 101 hears the music
+    assert (sim.device_state("Custom:101"), sim.device_state("Custom:102")) == ("ONHOLD", "INUSE")
+    call = await asyncio.wait_for(task, TIMEOUT)
+    assert call.ended and sim.device_state("Custom:101") == "NOT_INUSE"
+
+
+async def test_core_show_channels_mid_call_like_transcript_15(connect: Connect) -> None:
+    theirs = messages(fixture("15-originate-local-wait5.txt"))
+    their_ack = next(m for m in theirs if m.startswith(b"Response: Success\r\nActionID: blf-3\r\n"))
+    their_item = next(m for m in theirs if m.startswith(b"Event: CoreShowChannel\r\n"))
+    their_end = next(m for m in theirs if m.startswith(b"Event: CoreShowChannelsComplete\r\n"))
+    async with Simulator(["100", "101"], context="blf", names=CALL_NAMES) as pbx:
+        client = await connect(pbx)
+        await client.login(events="off")
+        call = pbx.place_call("100", "101")
+        await client.send("CoreShowChannels", ActionID="blf-3")
+        ack, *ringing, end = await client.read_many(4)
+        assert (ack, end) == (their_ack, their_end)
+        assert all(shape(item) == shape(their_item) for item in ringing)
+        assert [
+            tuple(field(i, k) for k in ("Channel", "ChannelStateDesc", "Exten", "Priority", "Application"))
+            for i in ringing
+        ] == [
+            ("PJSIP/100-00000000", "Ring", "101", "2", "Dial"),
+            ("PJSIP/101-00000001", "Ringing", "101", "1", "AppDial"),
+        ]
+        assert [field(i, "ApplicationData") for i in ringing] == ["PJSIP/101,30", "(Outgoing Line)"]
+        assert [field(i, "BridgeId") for i in ringing] == ["", ""]
+        call.answer()
+        await client.send("CoreShowChannels")
+        _, *up, _ = await client.read_many(4)
+        a, b = (dict(parse(item)) for item in up)
+        assert (a["ChannelStateDesc"], b["ChannelStateDesc"]) == ("Up", "Up")
+        assert (a["ConnectedLineNum"], a["ConnectedLineName"], b["ConnectedLineNum"]) == (
+            "101",
+            "Ext 101",
+            "100",
+        )
+        assert a["BridgeId"] == b["BridgeId"] != ""
+        assert (a["Linkedid"], b["Linkedid"]) == (a["Uniqueid"], a["Uniqueid"]) != b["Uniqueid"]
+        assert (a["Exten"], b["Exten"], a["Duration"]) == ("101", "", "00:00:00")
+        assert re.fullmatch(r"\d{10}\.0", a["Uniqueid"])
+        call.hang_up()
+        await client.send("CoreShowChannels", ActionID="x")
+        assert (await client.read_many(2))[1] == (
+            b"Event: CoreShowChannelsComplete\r\nActionID: x\r\nEventList: Complete\r\nListItems: 0\r\n\r\n"
+        )
+
+
+async def test_call_from_outside_on_the_trunk(sim: Simulator, connect: Connect) -> None:
+    client = await connect()
+    await client.login()
+    call = sim.place_call("+4930123456", "101", caller_name="Erika Mustermann")
+    call.answer()
+    call.hold(by="callee")  # 101 holds the caller: the trunk has no lamp
+    call.unhold()
+    call.hang_up()
+    stream = messages(await replay(client, [b"Action: Logoff\r\n\r\n"]))[1:-1]
+    channels, statuses, devices = split_devices(stream)
+    first = dict(parse(channels[0]))
+    assert (first["Event"], first["CallerIDNum"], first["CallerIDName"]) == (
+        "Newchannel",
+        "+4930123456",
+        "Erika Mustermann",
+    )
+    assert re.fullmatch(r"PJSIP/trunk-0000000[0-9a-f]", first["Channel"])
+    assert (first["Context"], first["Exten"]) == ("from-trunk", "101")
+    begin = dict(parse(next(m for m in channels if m.startswith(b"Event: DialBegin"))))
+    assert (begin["DestChannel"][:10], begin["DestConnectedLineNum"], begin["DestContext"]) == (
+        "PJSIP/101-",
+        "+4930123456",
+        "blf",
+    )
+    assert [(field(m, "Device"), field(m, "State")) for m in devices] == [
+        ("Custom:101", "RINGING"),
+        ("Custom:101", "INUSE"),
+        ("Custom:101", "NOT_INUSE"),
+    ]
+    assert [field(m, "Status") for m in statuses] == ["8", "1", "0"]
+    assert [field(m, "Event") for m in channels if field(m, "Event") in ("Hold", "Unhold")] == [
+        "Hold",
+        "Unhold",
+    ]
+    assert field(next(m for m in channels if m.startswith(b"Event: Hold")), "Channel").startswith(
+        "PJSIP/101-"
+    )
+
+
+async def test_missed_call(sim: Simulator, connect: Connect) -> None:
+    client = await connect()
+    await client.login()
+    await sim.simulate_call("100", "101", ring=0, talk=0, answer=False)
+    channels, _, devices = split_devices(messages(await replay(client, [b"Action: Logoff\r\n\r\n"]))[1:-1])
+    assert [field(m, "Event") for m in channels][-4:] == ["HangupRequest", "DialEnd", "Hangup", "Hangup"]
+    assert field(channels[-3], "DialStatus") == "CANCEL"
+    assert [field(m, "State") for m in devices] == ["RINGING", "INUSE", "NOT_INUSE", "NOT_INUSE"]
+    assert not sim.channels
+
+
+async def test_calls_are_checked(sim: Simulator) -> None:
+    call = sim.place_call("100", "101")
+    for args in [("102", "101"), ("100", "102"), ("102", "102"), ("102", "999"), ("12ab", "102")]:
+        with pytest.raises(ValueError):
+            sim.place_call(*args)
+    with pytest.raises(RuntimeError):
+        call.hang_up()  # it still rings
+    with pytest.raises(ValueError):
+        await sim.simulate_call("102", "100", hold_by="nobody")
+    call.give_up()
+    with pytest.raises(RuntimeError):
+        call.answer()
+    assert sim.calls == []
+
+
+async def test_setvar_on_a_channel(sim: Simulator, connect: Connect) -> None:
+    client = await connect()
+    await client.login(events="off")
+    sim.place_call("100", "101")
+    assert await client.action("Setvar", Channel="PJSIP/100-00000000", Variable="FOO", Value="1") == (
+        b"Response: Success\r\nMessage: Variable Set\r\n\r\n"
+    )
+    assert await client.action("Setvar", Channel="PJSIP/100-00000009", Variable="FOO", Value="1") == (
+        b"Response: Error\r\nMessage: No such channel\r\n\r\n"
+    )
+
+
+async def test_restart_drops_the_calls(sim: Simulator) -> None:
+    sim.place_call("100", "101").answer()
+    await sim.restart()
+    assert (sim.calls, sim.channels, sim.device_state("Custom:101")) == ([], [], "NOT_INUSE")
+    assert sim.place_call("101", "100").a.name == "PJSIP/101-00000000"  # counters start again
+
+
 # --- churn ---
 
 ALLOWED = {
@@ -666,12 +1133,14 @@ async def test_churn_follows_call_patterns(connect: Connect) -> None:
         seen: set[str] = set()
         while not seen >= {"RINGING", "INUSE", "NOT_INUSE", "ONHOLD"}:
             message = await client.read()
-            device = field(message, "Device" if b"DeviceStateChange" in message else "Hint")
-            if field(message, "Event") == "DeviceStateChange":
+            event = field(message, "Event")
+            if event == "DeviceStateChange":
+                device = field(message, "Device")
                 assert (states[device], field(message, "State")) in ALLOWED
                 states[device] = field(message, "State")
                 seen.add(states[device])
-            else:  # right after the change of its device
+            elif event == "ExtensionStatus":  # right after the change of its device
+                device = field(message, "Hint").partition(",")[0]
                 assert field(message, "Status") == str(DEVICE_TO_STATUS[states[device]])
 
 
@@ -685,10 +1154,35 @@ async def test_churn_is_seedable(caplog: pytest.LogCaptureFixture, connect: Conn
         async with Simulator(["100", "101", "102", "103"], churn=400, seed=3) as pbx:
             client = await connect(pbx)
             await client.login()
-            await client.read_many(40)  # at least 20 changes made: one or two events each
+            while sum(" is now " in r.getMessage() for r in caplog.records) < 20:
+                await client.read()
         runs.append([r.getMessage() for r in caplog.records if " is now " in r.getMessage()][:20])
     assert len(runs[0]) == 20
     assert runs[0] == runs[1]
+
+
+async def test_churn_makes_calls_between_extensions_and_from_outside(connect: Connect) -> None:
+    async with Simulator([str(n) for n in range(100, 110)], churn=300, seed=5) as pbx:
+        client = await connect(pbx)
+        await client.login()
+        seen: set[str] = set()
+        callers: set[str] = set()
+        while not (
+            seen >= {"Newchannel", "DialBegin", "BridgeEnter", "Hold", "Hangup", "PresenceStateChange"}
+            and callers >= {"PJSIP/1", "PJSIP/trunk-"}
+        ):
+            message = await client.read()
+            event = field(message, "Event")
+            seen.add(event)
+            if event == "DialBegin":
+                caller = field(message, "Channel")
+                callers.add("PJSIP/trunk-" if caller.startswith("PJSIP/trunk-") else caller[:7])
+                assert re.fullmatch(r"PJSIP/(trunk|1\d\d)-[0-9a-f]{8}", caller)
+                assert re.fullmatch(r"PJSIP/1\d\d-[0-9a-f]{8}", field(message, "DestChannel"))
+                if caller.startswith("PJSIP/trunk-"):
+                    assert re.fullmatch(r"\+49\d{8,11}", field(message, "CallerIDNum"))
+                    assert field(message, "Context") == "from-trunk"
+                    assert " " in field(message, "CallerIDName")
 
 
 # --- extension ranges for the CLI ---

@@ -103,8 +103,8 @@ async def test_a_viewer_that_stops_reading_is_dropped_and_slows_nobody(memcached
                     state = "INUSE" if round_ % 2 == 0 else "NOT_INUSE"
                     for exten in extensions:
                         sim.set_device_state(f"Custom:{exten}", state)
-                    message = await healthy.next_with('id="ext-2999"', timeout=10)
-                    assert ("state-inuse" if state == "INUSE" else "state-idle") in message["data"]
+                    shown = "inuse" if state == "INUSE" else "idle"
+                    await healthy.next_with(f'id="ext-2999" class="tile state-{shown}"', timeout=10)
                     if hub.viewers == 1:
                         break
                 assert hub.viewers == 1, "the viewer that stopped reading was not dropped"
