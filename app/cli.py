@@ -20,7 +20,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TextIO
 
 from app.collector import Collector
-from app.runtime import running_collector, store_from
+from app.runtime import lead_or_follow, lease_owner, running_collector, store_from
 from app.settings import Settings, SettingsError, load_settings
 from app.simulator import load_names, parse_extension_range, run_simulator
 from app.store import MemoryStore, StoreUnavailable
@@ -177,8 +177,11 @@ async def collect_command(settings: Settings, args: argparse.Namespace) -> int:
     if isinstance(store, MemoryStore):
         log.warning("MEMCACHED_URL is empty: states stay inside this process; set it to share them")
     try:
-        async with running_collector(settings, store):
-            await asyncio.Future()  # until a signal cancels us
+        if isinstance(store, MemoryStore):
+            async with running_collector(settings, store):
+                await asyncio.Future()  # until a signal cancels us
+        else:  # take the lease like a serving host would: web hosts see it held
+            await lead_or_follow(settings, store, lease_owner())
     finally:
         await store.close()
     return 0

@@ -36,8 +36,13 @@ async def viewer_stream(hub: Hub, view: View, since: int | None) -> AsyncIterato
     hub.viewers += 1
     try:
         first, position = hub.first_message(view, since)
+        changes = _changes(hub, view, position)
+        # Hold neither the whole view nor the chain's start for the life of the stream:
+        # a long-lived viewer would keep every update since it connected alive.
+        del position
         yield first
-        async for message in _changes(hub, view, position):
+        del first
+        async for message in changes:
             yield message
     finally:
         hub.viewers -= 1

@@ -95,3 +95,22 @@ async def test_workers_2_share_one_ami_session(blf, free_port, memcached) -> Non
                 change = await stream.next_with("state-ringing")
                 assert 'id="ext-107" class="tile state-ringing"' in change["data"]
         assert sim.logins == 2
+
+
+async def test_web_only_host_with_a_separate_collect_process(blf, free_port, memcached) -> None:
+    """COLLECTOR=off web host + `blf-panel collect`: the collector holds the lease, so the
+    panel says the states are live, and changes flow."""
+    async with Simulator(EXTENSIONS, port=0) as sim:
+        blf("collect", env=env(sim, memcached))
+        port = free_port()
+        blf("serve", "--host", "127.0.0.1", "--port", str(port), env=env(sim, memcached, COLLECTOR="off"))
+        url = f"http://127.0.0.1:{port}"
+        await healthy(url)
+        async with httpx.AsyncClient() as client:
+            assert (await client.get(f"{url}/healthz")).json()["collector_running"] is True
+        async with SseClient(f"{url}/events") as stream:
+            await stream.next_with('id="ext-109"', timeout=10)
+            await setvar(sim, "Custom:103", "BUSY")
+            change = await stream.next_with("state-busy")
+        assert 'id="ext-103" class="tile state-busy"' in change["data"]
+        assert sim.peak_sessions <= 2 and sim.logins == 2  # the collector and our Setvar
