@@ -52,7 +52,7 @@ _INTERNAL_TECHS = frozenset({"local", "announcer", "recorder", "cbann", "cbrec",
 _DIALED = re.compile(r"[0-9*#+]{1,40}")
 _DURATION = re.compile(r"(\d{1,9}):(\d{1,2}):(\d{1,2})")
 
-_TRACKED = frozenset(
+CHANNEL_EVENTS = frozenset(
     {
         "Newchannel",
         "Newstate",
@@ -203,7 +203,7 @@ class CallTracker:
         if not isinstance(event, Mapping) or not _valid_time(now):
             return set()
         kind = _text(event, "Event")
-        if kind not in _TRACKED:
+        if kind not in CHANNEL_EVENTS:
             return set()
         if kind == "DialBegin":
             uids = {_text(event, "Uniqueid"), _text(event, "DestUniqueid")} - {""}

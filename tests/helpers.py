@@ -84,6 +84,15 @@ class AmiClient:
             pass
 
 
+async def setvar(port: int, device: str, value: str) -> None:
+    """One `Setvar DEVICE_STATE(device)` over its own AMI session, as a script would."""
+    client = await AmiClient.login(port)
+    try:
+        await client.setvar(device, value)
+    finally:
+        await client.close()
+
+
 class LogWatch(logging.Handler):
     """Collects log records and lets a test await one, instead of polling with sleeps."""
 

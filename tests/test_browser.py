@@ -23,7 +23,7 @@ import pytest
 from playwright.async_api import Browser, BrowserContext, ConsoleMessage, Page, expect
 
 from app.simulator import Simulator
-from tests.helpers import AmiClient
+from tests.helpers import AmiClient, setvar
 
 EXTENSIONS = [str(n) for n in range(100, 120)]
 DOCS = Path(__file__).parent.parent / "docs"
@@ -41,14 +41,6 @@ async def simulator() -> AsyncIterator[Simulator]:
 def pbx(port: int, **more: str) -> dict[str, str]:
     """Settings for a panel whose collector follows the simulator on `port`, in-process store."""
     return {"AMI_HOST": "127.0.0.1", "AMI_PORT": str(port), "MEMCACHED_URL": "", **more}
-
-
-async def setvar(port: int, device: str, value: str) -> None:
-    client = await AmiClient.login(port)
-    try:
-        await client.setvar(device, value)
-    finally:
-        await client.close()
 
 
 # --- a watched page: console errors, page errors and failed responses are collected ---

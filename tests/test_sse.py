@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from app.simulator import Simulator
-from tests.helpers import AmiClient, SseClient, tile_ids_in
+from tests.helpers import SseClient, setvar, tile_ids_in
 
 EXTENSIONS = [str(n) for n in range(100, 110)]
 
@@ -31,14 +31,6 @@ def pbx(simulator: Simulator, memcached, **more: str) -> dict[str, str]:
     }
 
 
-async def setvar(simulator: Simulator, device: str, value: str) -> None:
-    client = await AmiClient.login(simulator.port)
-    try:
-        await client.setvar(device, value)
-    finally:
-        await client.close()
-
-
 async def test_full_view_then_only_the_changed_tile(simulator, memcached, panel) -> None:
     server = await (await panel(**pbx(simulator, memcached))).healthy()
     async with SseClient(f"{server.url}/events") as stream:
@@ -46,7 +38,7 @@ async def test_full_view_then_only_the_changed_tile(simulator, memcached, panel)
         first = await stream.next_with('id="ext-109"', timeout=10)
         assert tile_ids_in(first["data"]) == [f"ext-{n}" for n in EXTENSIONS]
         assert 'id="link"' in first["data"] and 'id="tiles"' in first["data"]
-        await setvar(simulator, "Custom:105", "INUSE")
+        await setvar(simulator.port, "Custom:105", "INUSE")
         change = await stream.next_with('id="ext-105"')
     assert tile_ids_in(change["data"]) == ["ext-105"], "unchanged tiles must not travel"
     assert "state-inuse" in change["data"] and 'hx-swap-oob="true"' in change["data"]
@@ -57,9 +49,9 @@ async def test_reconnect_gets_only_what_changed_since(simulator, memcached, pane
     server = await (await panel(**pbx(simulator, memcached))).healthy()
     async with SseClient(f"{server.url}/events") as stream:
         first = await stream.next_with('id="ext-109"', timeout=10)
-        await setvar(simulator, "Custom:103", "BUSY")
+        await setvar(simulator.port, "Custom:103", "BUSY")
         await stream.next_with('id="ext-103"')
-        await setvar(simulator, "Custom:104", "RINGING")
+        await setvar(simulator.port, "Custom:104", "RINGING")
         last = await stream.next_with('id="ext-104"')
     async with SseClient(f"{server.url}/events", {"Last-Event-ID": first["id"]}) as again:
         resumed = await again.next()
@@ -78,8 +70,8 @@ async def test_embed_stream_carries_only_its_tiles(simulator, memcached, panel) 
     async with SseClient(f"{server.url}/events?ext=101,102") as stream:
         first = await stream.next_with('id="ext-102"', timeout=10)
         assert tile_ids_in(first["data"]) == ["ext-101", "ext-102"]
-        await setvar(simulator, "Custom:108", "INUSE")  # not in this view
-        await setvar(simulator, "Custom:102", "ONHOLD")
+        await setvar(simulator.port, "Custom:108", "INUSE")  # not in this view
+        await setvar(simulator.port, "Custom:102", "ONHOLD")
         change = await stream.next_with("<article")
     assert tile_ids_in(change["data"]) == ["ext-102"] and "state-hold" in change["data"]
 

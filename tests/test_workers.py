@@ -10,7 +10,7 @@ import httpx
 
 from app.simulator import Simulator
 from app.store import MemcachedStore
-from tests.helpers import AmiClient, SseClient, wait_for_snapshot
+from tests.helpers import SseClient, setvar, wait_for_snapshot
 
 EXTENSIONS = [str(n) for n in range(100, 110)]
 
@@ -41,14 +41,6 @@ async def healthy(url: str, timeout: float = 20.0) -> None:
             await asyncio.sleep(0.1)  # another process: nothing of its to await here
 
 
-async def setvar(sim: Simulator, device: str, value: str) -> None:
-    client = await AmiClient.login(sim.port)
-    try:
-        await client.setvar(device, value)
-    finally:
-        await client.close()
-
-
 async def test_two_hosts_one_collector_and_takeover(blf, free_port, memcached) -> None:
     store = MemcachedStore(memcached.host, memcached.port, prefix="w:")
     async with Simulator(EXTENSIONS, port=0) as sim:
@@ -72,7 +64,7 @@ async def test_two_hosts_one_collector_and_takeover(blf, free_port, memcached) -
                 await wait_for_snapshot(store, lambda s: s["pbx"]["connected"] and sim.logins == 2, 20)
                 new_holder = await store.lease_holder()
                 assert new_holder is not None and int(new_holder.split(":")[1]) != pid
-                await setvar(sim, "Custom:105", "INUSE")
+                await setvar(sim.port, "Custom:105", "INUSE")
                 change = await stream.next_with("state-inuse", timeout=10)
             assert 'id="ext-105" class="tile state-inuse"' in change["data"]
             assert sim.sessions == 1
@@ -90,7 +82,7 @@ async def test_workers_2_share_one_ami_session(blf, free_port, memcached) -> Non
             await first.next_with('id="ext-109"', timeout=10)
             await second.next_with('id="ext-109"', timeout=10)
             assert sim.peak_sessions == 1 and sim.logins == 1, "one AMI session for both workers"
-            await setvar(sim, "Custom:107", "RINGING")  # our own AMI client: a second login
+            await setvar(sim.port, "Custom:107", "RINGING")  # our own AMI client: a second login
             for stream in (first, second):
                 change = await stream.next_with("state-ringing")
                 assert 'id="ext-107" class="tile state-ringing"' in change["data"]
@@ -110,7 +102,7 @@ async def test_web_only_host_with_a_separate_collect_process(blf, free_port, mem
             assert (await client.get(f"{url}/healthz")).json()["collector_running"] is True
         async with SseClient(f"{url}/events") as stream:
             await stream.next_with('id="ext-109"', timeout=10)
-            await setvar(sim, "Custom:103", "BUSY")
+            await setvar(sim.port, "Custom:103", "BUSY")
             change = await stream.next_with("state-busy")
         assert 'id="ext-103" class="tile state-busy"' in change["data"]
         assert sim.peak_sessions <= 2 and sim.logins == 2  # the collector and our Setvar
