@@ -204,8 +204,13 @@ def create_app(settings: Settings | None = None) -> Starlette:
         async with contextlib.AsyncExitStack() as stack:
             stack.push_async_callback(store.close)
             if settings.collector and shared:
+                # Its own connections: a busy hub or API must never delay a lease renewal
+                # (a late renewal loses the lease and stops the collector).
+                collector_store = store_from(settings)
+                stack.push_async_callback(collector_store.close)
                 owner = lease_owner()
-                await stack.enter_async_context(background(lead_or_follow(settings, store, owner), "lease"))
+                lead = lead_or_follow(settings, collector_store, owner)
+                await stack.enter_async_context(background(lead, "lease"))
             elif settings.collector:
                 await stack.enter_async_context(running_collector(settings, store))
             await stack.enter_async_context(background(hub.run(), "hub"))
