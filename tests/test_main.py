@@ -128,3 +128,20 @@ def test_serve_refuses_workers_without_memcached(blf) -> None:
     _, err = serve.proc.communicate(timeout=15)
     assert serve.proc.returncode == 2
     assert err.count("\n") == 1 and "MEMCACHED_URL" in err
+
+
+async def test_group_and_search_views(demo: httpx.AsyncClient) -> None:
+    """The demo ships groups: 100-103 Reception, 104-109 Sales (app/demo-directory.csv)."""
+    page = await demo.get("/", params={"group": "reception"})
+    assert page.status_code == 200
+    assert tile_ids_in(page.text) == ["ext-100", "ext-101", "ext-102", "ext-103"]
+    assert 'hx-sse:connect="events?group=reception&amp;since=' in page.text
+    assert 'aria-current="page">Reception<' in page.text
+    embed = await demo.get("/embed", params={"group": "Sales"})  # a name works like its slug
+    assert tile_ids_in(embed.text) == [f"ext-{n}" for n in range(104, 110)]
+    search = await demo.get("/", params={"q": "10"})
+    assert len(tile_ids_in(search.text)) == 10
+    none = await demo.get("/", params={"q": "no such colleague"})
+    assert tile_ids_in(none.text) == [] and 'value="no such colleague"' in none.text
+    bad = await demo.get("/", params={"group": "!!!"})  # no letter or digit at all
+    assert bad.status_code == 400
