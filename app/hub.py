@@ -67,6 +67,7 @@ class Update:
     full: bool
     link: bool  # the link banner changed
     heartbeat: bool = False
+    renamed: bool = False  # a name changed: a search view may gain or lose tiles
     closing: bool = False  # the server is shutting down: streams end here
     next: Update | None = None
     ready: asyncio.Event = field(default_factory=asyncio.Event)
@@ -154,7 +155,7 @@ class Hub:
         head = self.head
         if since is not None and self.history[0].after <= since <= head.version:
             chain = [u for u in self.history if u.version > since]
-            if not any(u.full for u in chain):
+            if not any(_whole_again(view, u) for u in chain):
                 return self._encode(head.version, self._changes(view, chain, link=True)), head
         return self._encode(head.version, self._full(view)), head
 
@@ -164,7 +165,7 @@ class Hub:
         last = chain[-1]
         if len(chain) == 1 and view in last.messages:
             return last.messages[view]
-        if any(u.full for u in chain):
+        if any(_whole_again(view, u) for u in chain):
             html = self._full(view)
         else:
             html = self._changes(view, chain, link=any(u.link or u.heartbeat for u in chain))
@@ -259,10 +260,10 @@ class Hub:
                 self.by_exten.setdefault(extensions[key]["exten"], key)
             self.tiles = {}
         changed = [key for key, ext in extensions.items() if full or self.extensions.get(key) != ext]
-        # Who is in which view (group, search) follows names and groups: regroup everyone.
-        full = full or any(
-            _membership(self.extensions.get(key)) != _membership(extensions[key]) for key in changed
-        )
+        # Groups shape the sections of the panel: regroup everyone. A new name only moves
+        # tiles in and out of searches: those viewers get their view again (`_whole_again`).
+        full = full or any(_groups(self.extensions.get(key)) != _groups(extensions[key]) for key in changed)
+        renamed = any(_name(self.extensions.get(key)) != _name(extensions[key]) for key in changed)
         self.extensions = extensions
         rendered = {key: self._render_tile(key) for key in changed}
         self.tiles.update(rendered)
@@ -271,14 +272,21 @@ class Hub:
         link_changed = state != self.pbx
         self.pbx = state
         if changed or link_changed or full:
-            self._publish(int(snapshot["version"]), rendered, full=full, link=link_changed)
+            self._publish(int(snapshot["version"]), rendered, full=full, link=link_changed, renamed=renamed)
 
     def _publish(
-        self, version: int, tiles: dict[str, str], *, full: bool, link: bool, heartbeat: bool = False
+        self,
+        version: int,
+        tiles: dict[str, str],
+        *,
+        full: bool,
+        link: bool,
+        heartbeat: bool = False,
+        renamed: bool = False,
     ) -> None:
         if link or heartbeat:
             self._render_link()
-        update = Update(max(version, self.version), self.head.version, tiles, full, link, heartbeat)
+        update = Update(max(version, self.version), self.head.version, tiles, full, link, heartbeat, renamed)
         self.version = update.version
         previous, self.head = self.head, update
         self.history.append(update)
@@ -321,10 +329,17 @@ class Hub:
         return f"id: {version}\ndata: {data}\n\n".encode()
 
 
-def _membership(extension: Mapping[str, Any] | None) -> tuple[object, object]:
-    if extension is None:
-        return (None, None)
-    return (extension.get("name"), tuple(extension.get("groups") or ()))
+def _whole_again(view: View, update: Update) -> bool:
+    """Whether `update` changes which tiles `view` holds, so it must be sent whole."""
+    return update.full or (update.renamed and bool(view.query))
+
+
+def _groups(extension: Mapping[str, Any] | None) -> tuple[object, ...] | None:
+    return None if extension is None else tuple(extension.get("groups") or ())
+
+
+def _name(extension: Mapping[str, Any] | None) -> object:
+    return None if extension is None else extension.get("name")
 
 
 def _oob(tile_html: str) -> str:

@@ -13,7 +13,7 @@ import sys
 import tempfile
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from typing import IO
+from typing import IO, Any
 
 import pytest
 import uvicorn
@@ -282,9 +282,13 @@ class PanelServer:
     async def healthy(self, timeout: float = 10.0) -> PanelServer:
         """Wait until the hub shows a connected PBX with extensions (awaits the hub's own
         updates, no polling)."""
+        return await self.until(lambda hub: hub.link.ok and bool(hub.extensions), timeout)
+
+    async def until(self, predicate: Callable[[Any], bool], timeout: float = 10.0) -> PanelServer:
+        """Wait until `predicate(hub)` holds, on the hub's own updates (no polling)."""
         hub = self.app.state.hub
         async with asyncio.timeout(timeout):
-            while not (hub.link.ok and hub.extensions):
+            while not predicate(hub):
                 await hub.head.ready.wait()
         return self
 

@@ -166,3 +166,9 @@ def tile_ids_in(html: str) -> list[str]:
     import re
 
     return re.findall(r'<article[^>]*\sid="([^"]+)"', html)
+
+
+def named(hub: Any) -> bool:
+    """The PBX's names are in (they follow the first picture, as one batch, and change
+    every tile): wait for this before marking DOM nodes or counting messages."""
+    return bool(hub.extensions) and all(ext.get("name") for ext in hub.extensions.values())

@@ -23,7 +23,7 @@ import pytest
 from playwright.async_api import Browser, BrowserContext, ConsoleMessage, Page, expect
 
 from app.simulator import Simulator
-from tests.helpers import AmiClient, setvar
+from tests.helpers import AmiClient, named, setvar
 
 EXTENSIONS = [str(n) for n in range(100, 120)]
 DOCS = Path(__file__).parent.parent / "docs"
@@ -91,6 +91,7 @@ async def open_panel(browser: Browser, url: str, **context_options: Any) -> Watc
 
 async def test_a_change_reaches_the_page_within_a_second_without_reload(simulator, panel, browser) -> None:
     server = await (await panel(**pbx(simulator.port))).healthy()
+    await server.until(named)
     watched = await open_panel(browser, server.url + "/")
     page = watched.page
     tile = page.locator("#ext-105")

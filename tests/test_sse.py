@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from app.simulator import Simulator
-from tests.helpers import SseClient, setvar, tile_ids_in
+from tests.helpers import SseClient, named, setvar, tile_ids_in
 
 EXTENSIONS = [str(n) for n in range(100, 110)]
 
@@ -33,6 +33,7 @@ def pbx(simulator: Simulator, memcached, **more: str) -> dict[str, str]:
 
 async def test_full_view_then_only_the_changed_tile(simulator, memcached, panel) -> None:
     server = await (await panel(**pbx(simulator, memcached))).healthy()
+    await server.until(named)
     async with SseClient(f"{server.url}/events") as stream:
         assert stream.response.headers["content-type"].startswith("text/event-stream")
         first = await stream.next_with('id="ext-109"', timeout=10)
@@ -47,6 +48,7 @@ async def test_full_view_then_only_the_changed_tile(simulator, memcached, panel)
 
 async def test_reconnect_gets_only_what_changed_since(simulator, memcached, panel) -> None:
     server = await (await panel(**pbx(simulator, memcached))).healthy()
+    await server.until(named)
     async with SseClient(f"{server.url}/events") as stream:
         first = await stream.next_with('id="ext-109"', timeout=10)
         await setvar(simulator.port, "Custom:103", "BUSY")
@@ -67,6 +69,7 @@ async def test_reconnect_gets_only_what_changed_since(simulator, memcached, pane
 
 async def test_embed_stream_carries_only_its_tiles(simulator, memcached, panel) -> None:
     server = await (await panel(**pbx(simulator, memcached))).healthy()
+    await server.until(named)
     async with SseClient(f"{server.url}/events?ext=101,102") as stream:
         first = await stream.next_with('id="ext-102"', timeout=10)
         assert tile_ids_in(first["data"]) == ["ext-101", "ext-102"]
@@ -80,6 +83,7 @@ async def test_a_viewer_that_stops_reading_is_dropped_and_slows_nobody(memcached
     extensions = [str(n) for n in range(1000, 3000)]
     async with Simulator(extensions, port=0) as sim:
         server = await (await panel(**pbx(sim, memcached, SEND_TIMEOUT="1"))).healthy()
+        await server.until(named, timeout=30)
         hub = server.app.state.hub
         async with SseClient(f"{server.url}/events") as healthy:
             await healthy.next_with('id="ext-2999"', timeout=15)
@@ -106,6 +110,7 @@ async def test_a_viewer_that_stops_reading_is_dropped_and_slows_nobody(memcached
 
 async def test_shutdown_ends_streams(simulator, memcached, panel) -> None:
     server = await (await panel(**pbx(simulator, memcached))).healthy()
+    await server.until(named)
     async with SseClient(f"{server.url}/events") as stream:
         await stream.next_with('id="ext-109"', timeout=10)
         stopping = asyncio.create_task(server.stop())
@@ -119,6 +124,7 @@ async def test_hostile_hint_is_escaped_in_stream_and_page(simulator, memcached, 
     import httpx
 
     server = await (await panel(**pbx(simulator, memcached))).healthy()
+    await server.until(named)
     async with SseClient(f"{server.url}/events") as stream:
         await stream.next_with('id="ext-109"', timeout=10)
         simulator.inject(
