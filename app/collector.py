@@ -20,7 +20,8 @@ from panoramisk.actions import Action
 from panoramisk.ami_protocol import AMIProtocol
 from panoramisk.message import Message
 
-from app.details import CHANNEL_EVENTS, PRESENCE_EVENTS, DetailTracker
+from app.calls import CHANNEL_EVENTS
+from app.details import PRESENCE_EVENTS, DetailTracker
 from app.directory import DirectoryFile
 from app.snapshot import PbxPicture
 from app.states import (

@@ -9,12 +9,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 
-from app.calls import CHANNEL_EVENTS, Call, CallTracker
+from app.calls import Call, CallTracker
 from app.directory import Directory
 from app.snapshot import PbxPicture
 from app.states import CONTEXT_RE, EXTEN_RE, clean_text, parse_presence
-
-__all__ = ["CHANNEL_EVENTS", "PRESENCE_EVENTS", "DetailTracker"]
 
 PRESENCE_EVENTS = frozenset({"PresenceStateChange", "PresenceStatus"})
 MAX_NAME = 80

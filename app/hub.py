@@ -21,7 +21,7 @@ import anyio
 
 from app.directory import group_slug
 from app.store import SnapshotStore, StoreError
-from app.tiles import LinkState, Renderer, tile_ids
+from app.tiles import LinkState, Renderer, tile_id, tile_ids
 
 log = logging.getLogger(__name__)
 
@@ -303,7 +303,7 @@ class Hub:
 
     def _tile(self, key: str | None, exten: str) -> str:
         if key is None:
-            return self.renderer.tile(None, f"ext-{exten}", exten, oob=False)
+            return self.renderer.tile(None, tile_id(exten, ""), exten, oob=False)
         return self.tiles.get(key) or self._render_tile(key)
 
     def _full(self, view: View) -> str:

@@ -44,7 +44,7 @@ def tile_ids(keys: Iterable[str]) -> dict[str, str]:
     taken: set[str] = set()
     for key in sorted(keys, key=lambda k: (k.split("@", 1)[1], k)):
         exten, _, context = key.partition("@")
-        short = f"ext-{exten}" not in taken
+        short = tile_id(exten, context) not in taken
         ids[key] = tile_id(exten, context, short)
         taken.add(ids[key])
     return ids

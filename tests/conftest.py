@@ -152,17 +152,18 @@ class Memcached:
         return self._stderr.read().decode(errors="replace").strip()
 
 
+def require_binary(name: str, why: str) -> str:
+    """The path of a program the tests need; fails (never skips) when it is missing, so a
+    machine without it cannot pass by running fewer tests. scripts/test installs it."""
+    path = shutil.which(name) or shutil.which(name, path="/usr/sbin:/usr/bin")
+    if path is None:
+        pytest.fail(f"{name} not found: install it (apt-get install {name}); {why}", pytrace=False)
+    return path
+
+
 @pytest.fixture(scope="session")
 def memcached_binary() -> str:
-    """Path of the memcached binary; fails (does not skip) when it is not installed."""
-    path = shutil.which("memcached") or shutil.which("memcached", path="/usr/bin:/usr/sbin")
-    if path is None:
-        pytest.fail(
-            "memcached binary not found on PATH: install it (apt-get install memcached); "
-            "the store tests need a real server",
-            pytrace=False,
-        )
-    return path
+    return require_binary("memcached", "the store tests need a real server")
 
 
 @pytest.fixture

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import os
 import re
-import shutil
 import signal
 import subprocess
 import time
@@ -22,7 +21,7 @@ from urllib.parse import urljoin, urlsplit
 import httpx
 import pytest
 
-from tests.conftest import ROOT, BlfProcess
+from tests.conftest import ROOT, BlfProcess, require_binary
 
 DEPLOY_CONF = Path(ROOT) / "deploy" / "nginx.conf"
 UPSTREAM_PLACEHOLDER = "server 127.0.0.1:8000;"
@@ -40,15 +39,7 @@ Edit = Callable[[str], str]
 
 @pytest.fixture(scope="session")
 def nginx_binary() -> str:
-    """Path of nginx; fails (does not skip) when it is not installed."""
-    path = shutil.which("nginx") or shutil.which("nginx", path="/usr/sbin:/usr/bin")
-    if path is None:
-        pytest.fail(
-            "nginx binary not found: install it (apt-get install nginx); "
-            "the deploy tests run deploy/nginx.conf in a real nginx",
-            pytrace=False,
-        )
-    return path
+    return require_binary("nginx", "the deploy tests run deploy/nginx.conf in a real nginx")
 
 
 class Nginx:
