@@ -12,6 +12,7 @@ import contextlib
 import inspect
 import json
 import logging
+import os
 import shutil
 import signal
 import sys
@@ -24,6 +25,7 @@ from app.runtime import lead_or_follow, lease_owner, running_collector, store_fr
 from app.settings import Settings, SettingsError, load_settings
 from app.simulator import load_names, parse_extension_range, run_simulator
 from app.store import MemoryStore, StoreUnavailable
+from app.supervisor import CollectorProcess
 
 log = logging.getLogger("blf-panel")
 
@@ -142,6 +144,9 @@ async def simulate_command(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def serve_command(settings: Settings, args: argparse.Namespace) -> int:
+    """The panel under uvicorn. With MEMCACHED_URL, the collector runs as a process of its
+    own beside the workers (`blf-panel collect`, which takes the lease); without, the
+    single worker runs it (or the demo PBX) itself."""
     import uvicorn
 
     host = args.host or settings.host
@@ -158,17 +163,28 @@ def serve_command(settings: Settings, args: argparse.Namespace) -> int:
     where = "the demo PBX (built-in simulator)" if settings.demo else f"the PBX at {settings.ami_host}"
     shown_host = "127.0.0.1" if host in ("0.0.0.0", "::") else host
     print(f"blf-panel: panel at http://{shown_host}:{port}{root_path}/ showing {where}", flush=True)
-    uvicorn.run(
-        "app.main:create_app",
-        factory=True,
-        host=host,
-        port=port,
-        workers=workers,
-        root_path=root_path,
-        proxy_headers=True,
-        log_level=settings.log_level.lower(),
-        timeout_graceful_shutdown=5,
-    )
+    # uvicorn raises the SIGTERM it caught again once it has shut down; left at its default,
+    # that kills this process before the collector process below is stopped. Like Ctrl-C, it
+    # now just ends uvicorn.run, and serve exits 0.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    with contextlib.ExitStack() as stack:
+        if settings.collector and settings.memcached_url:
+            stack.enter_context(CollectorProcess(env=os.environ.copy()))  # stopped when we return
+            # The workers read their settings from this environment, each in its own process.
+            # The collector runs beside them now: a worker that collected too would share its
+            # event loop with the fan-out to the viewers again, and delay every state change.
+            os.environ["COLLECTOR"] = "off"
+        uvicorn.run(
+            "app.main:create_app",
+            factory=True,
+            host=host,
+            port=port,
+            workers=workers,
+            root_path=root_path,
+            proxy_headers=True,
+            log_level=settings.log_level.lower(),
+            timeout_graceful_shutdown=5,
+        )
     return 0
 
 

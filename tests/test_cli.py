@@ -94,6 +94,17 @@ def test_collect_stops_cleanly_on_sigint(blf, free_port, memcached) -> None:
     assert collect.proc.wait(10) == 0
 
 
+def test_serve_stops_cleanly_on_sigterm(blf, free_port) -> None:
+    """Exit 0, as documented: uvicorn raises the SIGTERM it caught again after its shutdown,
+    which must end uvicorn.run (so serve can stop its collector process), not the process."""
+    serve = blf("serve", "--port", str(free_port()), env={"AMI_HOST": "", "MEMCACHED_URL": ""})
+    while "Application startup complete" not in (line := serve.proc.stderr.readline()):
+        assert line, "serve ended before it started"
+    serve.proc.send_signal(signal.SIGTERM)
+    assert serve.proc.wait(30) == 0
+    assert "Traceback" not in serve.proc.stderr.read()
+
+
 def test_bad_arguments_are_one_line_and_exit_2(blf) -> None:
     simulate = blf("simulate", "--extensions", "100-abc")
     _, err = simulate.proc.communicate(timeout=15)
