@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -38,6 +39,7 @@ log = logging.getLogger(__name__)
 MAX_FRAME_BYTES = 64 * 1024  # a real AMI frame is a few hundred bytes
 FIRST_BACKOFF = 0.5
 STORE_RETRY = 1.0  # seconds between publish attempts while the store is down
+BURST = 0.002  # seconds for the rest of a burst of AMI events to arrive
 STORE_CHECK = 1.0  # seconds between checks that the store still holds our version
 ACTION_TIMEOUT = 30.0  # a full list of thousands of hints still arrives within this
 DIRECTORY_CHECK = 2.0  # seconds between looks at the directory file's mtime
@@ -210,7 +212,7 @@ class Collector:
         target: AmiTarget,
         store: SnapshotStore,
         *,
-        publish_window: float = 0.02,
+        publish_window: float = 0.01,
         directory: DirectoryFile | None = None,
         show_numbers: bool = True,
         clock: Callable[[], float] = time.time,
@@ -408,6 +410,8 @@ class Collector:
     # --- the store side ---
 
     async def _publish_forever(self) -> None:
+        loop = asyncio.get_running_loop()
+        published_at = -math.inf
         while True:
             try:
                 async with asyncio.timeout(STORE_CHECK):
@@ -416,7 +420,12 @@ class Collector:
                 await self._check_store()
                 continue
             if self.publish_window:
-                await asyncio.sleep(self.publish_window)  # let a burst land in one batch
+                # Each version is a message to every viewer: at most one per window. A change
+                # after a quiet spell waits only for the rest of its burst (a call is several
+                # events), so it shows at once; a steady stream is batched.
+                burst = min(BURST, self.publish_window)
+                await asyncio.sleep(max(burst, published_at + self.publish_window - loop.time()))
+                published_at = loop.time()
             self._changed.clear()
             if not await self._publish():
                 await asyncio.sleep(STORE_RETRY)

@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import functools
 import logging
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
-
-import anyio
 
 from app.directory import group_slug
 from app.store import SnapshotStore, StoreError
@@ -28,6 +27,7 @@ log = logging.getLogger(__name__)
 HISTORY = 512  # updates kept for viewers that reconnect with Last-Event-ID
 STORE_RETRY = 1.0
 OOB = ' hx-swap-oob="true"'
+MAX_VIEWS = 4096
 
 
 @dataclass(frozen=True)
@@ -38,6 +38,13 @@ class View:
     extens: tuple[str, ...] | None = None
     group: str = ""  # a group's slug
     query: str = ""  # matched against number and name, case-insensitively
+
+    @functools.cached_property
+    def _hash(self) -> int:
+        return hash((self.extens, self.group, self.query))
+
+    def __hash__(self) -> int:  # looked up for every viewer of every message: hash once
+        return self._hash
 
     @property
     def listed(self) -> bool:
@@ -71,7 +78,7 @@ class Update:
     closing: bool = False  # the server is shutting down: streams end here
     next: Update | None = None
     ready: asyncio.Event = field(default_factory=asyncio.Event)
-    messages: dict[View, bytes] = field(default_factory=dict)
+    messages: dict[tuple[View, Update], bytes] = field(default_factory=dict)  # (view, chain start)
 
     def link_to(self, following: Update) -> None:
         self.next = following
@@ -86,7 +93,7 @@ class Hub:
         store: SnapshotStore,
         renderer: Renderer,
         *,
-        poll_interval: float = 0.05,
+        poll_interval: float = 0.01,
         heartbeat: float = 5.0,
         check_collector: bool = False,
         clock: Any = time.time,
@@ -110,8 +117,9 @@ class Hub:
         self.head = Update(0, 0, {}, True, True)
         self.history: collections.deque[Update] = collections.deque([self.head], maxlen=HISTORY)
         self.ready = asyncio.Event()  # set once the first snapshot (or store error) is in
-        self.shutdown = anyio.Event()  # set by sse-starlette when the server stops
+        self.shutdown = asyncio.Event()  # set when the server stops (app.sse.server_stopping)
         self.viewers = 0  # open streams in this process
+        self._views: dict[View, View] = {}
         self._render_link()
 
     # --- what viewers ask for ---
@@ -123,6 +131,13 @@ class Hub:
         if not self.collector_ok:
             return LinkState("no-collector", self.clock())
         return self.pbx
+
+    def canonical(self, view: View) -> View:
+        """One object per distinct view, so that finding a view's message for each viewer
+        is an identity check rather than a comparison (bounded: views come from URLs)."""
+        if len(self._views) >= MAX_VIEWS:
+            self._views.clear()
+        return self._views.setdefault(view, view)
 
     def keys_for(self, view: View) -> list[tuple[str | None, str]]:
         """(key, exten) pairs of a view, in display order; key None: not on this PBX."""
@@ -160,18 +175,20 @@ class Hub:
         return self._encode(head.version, self._full(view)), head
 
     def message(self, view: View, chain: list[Update]) -> bytes | None:
-        """The message that brings a viewer from before `chain` to its end; cached when
-        the chain is a single update, which is the case for every viewer keeping up."""
-        last = chain[-1]
-        if len(chain) == 1 and view in last.messages:
-            return last.messages[view]
+        """The message that brings a viewer from before `chain` to its end; built once
+        for all viewers of a view that start from the same update (all of them, when
+        they keep up; most of them, when a busy loop lets them fall behind together)."""
+        last, start = chain[-1], chain[0]
+        cached = last.messages.get((view, start))
+        if cached is not None:
+            return cached
         if any(_whole_again(view, u) for u in chain):
             html = self._full(view)
         else:
             html = self._changes(view, chain, link=any(u.link or u.heartbeat for u in chain))
         data = self._encode(last.version, html) if html else None
-        if len(chain) == 1 and data is not None:
-            last.messages[view] = data
+        if data is not None:
+            last.messages[(view, start)] = data
         return data
 
     # --- following the store ---
@@ -192,7 +209,7 @@ class Hub:
                 if not first:
                     await self.store.wait_for_version(known, self.poll_interval)
                 first = False
-                snapshot = await self.store.read_snapshot()
+                snapshot, partial = await self._read_since(known if self.store_ok else None)
             except StoreError as error:
                 self._store_failed(error)
                 await asyncio.sleep(STORE_RETRY)
@@ -206,8 +223,23 @@ class Hub:
                     self._publish(self.version, {}, full=True, link=True)
             else:
                 known = snapshot["version"]
-                self._take(snapshot, resync=recovered)
+                self._take(snapshot, resync=recovered, partial=partial)
             self.ready.set()
+
+    async def _read_since(self, known: int | None) -> tuple[dict[str, Any] | None, bool]:
+        """What is new since `known`: the small `changes` key when it covers everything
+        since then (True), else the whole snapshot (False), whose JSON costs about 1 ms
+        per 300 extensions to decode: too much to read on every change."""
+        if known is not None:
+            changes = await self.store.read_changes()
+            if (
+                changes is not None
+                and int(changes.get("version", 0)) > known
+                and int(changes.get("since", known + 1)) <= known
+                and int(changes.get("whole_at", known + 1)) <= known
+            ):
+                return changes, True
+        return await self.store.read_snapshot(), False
 
     def _store_failed(self, error: Exception) -> None:
         if self.store_ok:
@@ -249,8 +281,11 @@ class Hub:
                 )
                 self._publish(self.version, {}, full=False, link=True)
 
-    def _take(self, snapshot: Mapping[str, Any], *, resync: bool) -> None:
-        extensions: dict[str, Mapping[str, Any]] = snapshot.get("extensions", {})
+    def _take(self, snapshot: Mapping[str, Any], *, resync: bool, partial: bool = False) -> None:
+        """Take a snapshot, or with `partial` the `changes` key: the extensions it holds
+        replace ours, the others stay as they are."""
+        incoming: dict[str, Mapping[str, Any]] = snapshot.get("extensions", {})
+        extensions = {**self.extensions, **incoming} if partial else incoming
         full = resync or extensions.keys() != self.extensions.keys()
         if full:
             self.ids = tile_ids(extensions)
@@ -259,7 +294,10 @@ class Hub:
             for key in self.ids:
                 self.by_exten.setdefault(extensions[key]["exten"], key)
             self.tiles = {}
-        changed = [key for key, ext in extensions.items() if full or self.extensions.get(key) != ext]
+        if full:
+            changed = list(extensions)
+        else:
+            changed = [key for key, ext in incoming.items() if self.extensions.get(key) != ext]
         # Groups shape the sections of the panel: regroup everyone. A new name only moves
         # tiles in and out of searches: those viewers get their view again (`_whole_again`).
         full = full or any(_groups(self.extensions.get(key)) != _groups(extensions[key]) for key in changed)

@@ -27,7 +27,7 @@ from app.directory import group_slug
 from app.hub import Hub, View
 from app.runtime import background, lead_or_follow, lease_owner, running_collector, store_from
 from app.settings import Settings, load_settings
-from app.sse import event_stream
+from app.sse import EventStream, SendWatch, event_stream, server_stopping
 from app.states import EXTEN_RE
 from app.store import MemoryStore, StoreError
 from app.tiles import Renderer
@@ -112,11 +112,13 @@ async def _render_view(request: Request, template: str) -> Response:
     return HTMLResponse(html, headers={"Cache-Control": "no-store"})
 
 
-async def events(request: Request) -> Response:
+async def events(request: Request) -> EventStream:
     hub: Hub = request.app.state.hub
     view = parse_view(request)
     await hub.ready.wait()
-    return event_stream(request, hub, view, send_timeout=request.app.state.settings.send_timeout)
+    stream = event_stream(request, hub, view, watch=request.app.state.send_watch)
+    stream.headers = [*stream.headers, *request.app.state.security_headers]
+    return stream
 
 
 async def snapshot_api(request: Request) -> Response:
@@ -161,16 +163,21 @@ def _error_page(request: Request, status: int, message: str) -> Response:
     return JSONResponse({"error": message}, status_code=status)
 
 
-class SecurityHeaders:
-    """Adds the framing policy (FRAME_ANCESTORS) and no-sniff to every response."""
+def security_headers(frame_ancestors: str) -> list[tuple[bytes, bytes]]:
+    """The framing policy (FRAME_ANCESTORS) and no-sniff, for every response."""
+    return [
+        (b"content-security-policy", f"frame-ancestors {frame_ancestors}".encode()),
+        (b"x-content-type-options", b"nosniff"),
+        (b"referrer-policy", b"same-origin"),
+    ]
 
-    def __init__(self, app: ASGIApp, frame_ancestors: str) -> None:
+
+class SecurityHeaders:
+    """Adds `security_headers` to every response that does not carry them yet."""
+
+    def __init__(self, app: ASGIApp, headers: list[tuple[bytes, bytes]]) -> None:
         self.app = app
-        self.headers = [
-            (b"content-security-policy", f"frame-ancestors {frame_ancestors}".encode()),
-            (b"x-content-type-options", b"nosniff"),
-            (b"referrer-policy", b"same-origin"),
-        ]
+        self.headers = headers
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -179,10 +186,45 @@ class SecurityHeaders:
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
-                message["headers"] = [*message.get("headers", []), *self.headers]
+                present = {name for name, _ in message.get("headers", [])}
+                message["headers"] = [
+                    *message.get("headers", []),
+                    *(header for header in self.headers if header[0] not in present),
+                ]
             await send(message)
 
         await self.app(scope, receive, send_with_headers)
+
+
+class Panel(Starlette):
+    """Starlette, except that a well-formed request for the event stream skips the
+    middleware stack: its three `send` wrappers ran for every message of every viewer,
+    about a tenth of the server's time at 1,000 viewers (docs/benchmarks.md). The stream
+    sets its own security headers; a malformed request takes the normal path (error page).
+    """
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] in ("GET", "HEAD") and _route_path(scope) == "/events":
+            scope["app"] = self
+            try:
+                stream = await events(Request(scope, receive))
+            except BadView:
+                pass
+            else:
+                await stream(scope, receive, send)
+                return
+        await super().__call__(scope, receive, send)
+
+
+def _route_path(scope: Scope) -> str:
+    path: str = scope["path"]
+    root = scope.get("root_path", "")
+    return path[len(root) :] if root and path.startswith(root + "/") else path
+
+
+async def _end_streams_at_shutdown(hub: Hub) -> None:
+    await server_stopping()
+    hub.shutdown.set()
 
 
 def create_app(settings: Settings | None = None) -> Starlette:
@@ -201,6 +243,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
             check_collector=shared,
         )
         app.state.settings, app.state.store, app.state.hub = settings, store, hub
+        app.state.security_headers = headers
+        app.state.send_watch = watch = SendWatch(settings.send_timeout)
         async with contextlib.AsyncExitStack() as stack:
             stack.push_async_callback(store.close)
             if settings.collector and shared:
@@ -214,9 +258,12 @@ def create_app(settings: Settings | None = None) -> Starlette:
             elif settings.collector:
                 await stack.enter_async_context(running_collector(settings, store))
             await stack.enter_async_context(background(hub.run(), "hub"))
+            await stack.enter_async_context(background(_end_streams_at_shutdown(hub), "shutdown-watch"))
+            await stack.enter_async_context(background(watch.run(), "send-watch"))
             yield
 
-    app = Starlette(
+    headers = security_headers(settings.frame_ancestors)
+    app = Panel(
         routes=[
             Route("/", page),
             Route("/embed", embed),
@@ -228,5 +275,5 @@ def create_app(settings: Settings | None = None) -> Starlette:
         lifespan=lifespan,
         exception_handlers={BadView: _bad_request, HTTPException: _http_error},
     )
-    app.add_middleware(SecurityHeaders, frame_ancestors=settings.frame_ancestors)
+    app.add_middleware(SecurityHeaders, headers=headers)
     return app

@@ -22,6 +22,10 @@ from app.states import (
 )
 from app.store import Publication
 
+# Versions the `changes` key covers: a reader further behind reads the whole snapshot.
+# Small, because every reader decodes it on every version (a hub is usually one behind).
+RECENT = 16
+
 
 @dataclass(frozen=True)
 class Details:
@@ -77,6 +81,9 @@ class PbxPicture:
     removed: set[str] = field(default_factory=set)
     link_dirty: bool = True
     devices: dict[str, str] = field(default_factory=dict)
+    whole_at: int = 0  # the last version that changed the set of extensions, or sent them all
+    keys_changed: bool = False  # an extension came or went since the last publication
+    recent: dict[str, int] = field(default_factory=dict)  # key -> version, oldest change first
     _by_device: dict[str, list[str]] | None = None
 
     def __post_init__(self) -> None:
@@ -93,6 +100,7 @@ class PbxPicture:
             return False
         if record is None or record.state.hint != state.hint:
             self._by_device = None
+        self.keys_changed = self.keys_changed or record is None
         details = record.details if record is not None else Details()
         self.extensions[state.key] = ExtensionRecord(state, now, details)
         self.dirty.add(state.key)
@@ -139,6 +147,8 @@ class PbxPicture:
         self._by_device = None
         self.dirty.discard(key)
         self.removed.add(key)
+        self.recent.pop(key, None)
+        self.keys_changed = True
         return True
 
     def replace_all(self, states: Iterable[ExtensionState], now: float) -> int:
@@ -190,30 +200,41 @@ class PbxPicture:
             if not record.version:  # changed since the last batch (a resend keeps its version)
                 record.version = version
                 record.encoded = json.dumps(record.as_dict(), separators=(",", ":")).encode()
+                self.recent.pop(key, None)
+                self.recent[key] = version
             changed[key] = record.encoded
         removed = tuple(self.removed)
+        if full or self.keys_changed:
+            self.whole_at = version
         self.dirty.clear()
         self.removed.clear()
-        self.link_dirty = False
+        self.link_dirty = self.keys_changed = False
         return Publication(
             version=version,
-            snapshot=self._snapshot_json(version, now),
+            snapshot=self._json({"version": version, "updated_at": round(now, 3)}, self.extensions),
             changed=changed,
             removed=removed,
             full=full,
+            changes=self._changes_json(version),
         )
 
-    def _snapshot_json(self, version: int, now: float) -> bytes:
-        head = json.dumps(
-            {
-                "version": version,
-                "updated_at": round(now, 3),
-                "pbx": {"connected": self.connected, "since": round(self.since, 3)},
-            },
-            separators=(",", ":"),
-        ).encode()
-        parts = [json.dumps(key).encode() + b":" + record.encoded for key, record in self.extensions.items()]
-        return head[:-1] + b',"extensions":{' + b",".join(parts) + b"}}"
+    def _changes_json(self, version: int) -> bytes:
+        """The `changes` key: every extension changed in the last RECENT versions, so a
+        reader at version `since` or later can catch up without the whole snapshot."""
+        since = max(version - RECENT, 0)
+        for key, changed_in in list(self.recent.items()):
+            if changed_in > since:
+                break
+            del self.recent[key]
+        head = {"version": version, "since": since, "whole_at": self.whole_at}
+        return self._json(head, {key: self.extensions[key] for key in self.recent})
+
+    def _json(self, head: dict[str, object], records: Mapping[str, ExtensionRecord]) -> bytes:
+        """`head`, the link and `records` as one JSON object; each record is encoded once."""
+        link = {"pbx": {"connected": self.connected, "since": round(self.since, 3)}}
+        start = json.dumps({**head, **link}, separators=(",", ":")).encode()
+        parts = [json.dumps(key).encode() + b":" + record.encoded for key, record in records.items()]
+        return start[:-1] + b',"extensions":{' + b",".join(parts) + b"}}"
 
     def _keys_holding(self, device: str) -> list[str]:
         if self._by_device is None:

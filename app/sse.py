@@ -8,12 +8,17 @@ wins); one that stops reading is dropped after the send timeout.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
+import signal
+import time
 from collections.abc import AsyncIterator
+from typing import Any
 
-from sse_starlette import EventSourceResponse
+from sse_starlette.sse import AppStatus
 from starlette.requests import Request
+from starlette.types import Receive, Scope, Send
 
 from app.hub import Hub, Update, View
 
@@ -34,6 +39,7 @@ def resume_point(request: Request) -> int | None:
 
 async def viewer_stream(hub: Hub, view: View, since: int | None) -> AsyncIterator[bytes]:
     hub.viewers += 1
+    view = hub.canonical(view)
     try:
         first, position = hub.first_message(view, since)
         changes = _changes(hub, view, position)
@@ -66,12 +72,101 @@ async def _changes(hub: Hub, view: View, position: Update) -> AsyncIterator[byte
             yield message
 
 
-def event_stream(request: Request, hub: Hub, view: View, *, send_timeout: float) -> EventSourceResponse:
-    return EventSourceResponse(
-        viewer_stream(hub, view, resume_point(request)),
-        ping=0,  # the hub's heartbeat message keeps the stream alive for everyone at once
-        send_timeout=send_timeout,
-        shutdown_event=hub.shutdown,  # shared: the first stream to see the signal ends them all
-        shutdown_grace_period=2.0,
-        headers={"Cache-Control": "no-store"},
-    )
+def event_stream(request: Request, hub: Hub, view: View, *, watch: SendWatch) -> EventStream:
+    return EventStream(viewer_stream(hub, view, resume_point(request)), watch)
+
+
+class EventStream:
+    """A viewer's stream as a plain ASGI response.
+
+    Not sse-starlette's EventSourceResponse: its task group and the anyio cancel scope
+    around every send cost about a third of each delivery, measured at 1,000 viewers
+    (docs/benchmarks.md). What we need of it is small: the messages are SSE bytes
+    already; a viewer that stops reading is dropped by the process's `SendWatch`; a
+    disconnect is noticed by one task waiting on `receive`; at shutdown the hub's
+    closing update ends the stream (see `server_stopping`).
+    """
+
+    HEADERS: list[tuple[bytes, bytes]] = [
+        (b"content-type", b"text/event-stream; charset=utf-8"),
+        (b"cache-control", b"no-store"),
+        (b"x-accel-buffering", b"no"),  # nginx: pass each message on at once
+    ]
+
+    def __init__(self, messages: AsyncIterator[bytes], watch: SendWatch) -> None:
+        self.messages = messages
+        self.watch = watch
+        self.headers = self.HEADERS
+        self.sending_since = 0.0  # when the send in progress began; 0: none
+        self.dropped = False
+        self.task: asyncio.Task[Any] | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        messages = self.messages
+        try:
+            await send({"type": "http.response.start", "status": 200, "headers": self.headers})
+            if scope["method"] == "HEAD":
+                await send({"type": "http.response.body", "body": b""})
+                return
+            self.task = asyncio.current_task()
+            gone = asyncio.ensure_future(_disconnected(receive))
+            self.watch.streams.add(self)
+            try:
+                async for message in messages:
+                    if gone.done():
+                        return
+                    self.sending_since = time.monotonic()
+                    await send({"type": "http.response.body", "body": message, "more_body": True})
+                    self.sending_since = 0.0
+                await send({"type": "http.response.body", "body": b""})
+            except asyncio.CancelledError:
+                if not self.dropped or self.task is None:
+                    raise
+                self.task.uncancel()
+                log.warning("dropped a viewer that read nothing for %g s", self.watch.timeout)
+                # returning mid-stream: uvicorn closes the connection
+            finally:
+                self.watch.streams.discard(self)
+                gone.cancel()
+        finally:
+            await messages.aclose()  # type: ignore[attr-defined]
+
+    def drop(self) -> None:
+        if self.task is not None and not self.dropped:
+            self.dropped = True
+            self.task.cancel()
+
+
+class SendWatch:
+    """Drops the viewers that stopped reading: a send blocked for `timeout` seconds is
+    cancelled. One check now and then for the whole process, because a timer around
+    every send (asyncio.timeout) cost a tenth of each delivery (docs/benchmarks.md)."""
+
+    def __init__(self, timeout: float) -> None:
+        self.timeout = timeout
+        self.streams: set[EventStream] = set()
+
+    async def run(self) -> None:
+        while True:
+            await asyncio.sleep(min(max(self.timeout / 4, 0.1), 1.0))
+            late = time.monotonic() - self.timeout
+            for stream in [s for s in self.streams if 0 < s.sending_since < late]:
+                stream.drop()
+
+
+async def _disconnected(receive: Receive) -> None:
+    while (await receive())["type"] != "http.disconnect":
+        pass
+
+
+async def server_stopping(poll: float = 0.5) -> None:
+    """Returns once uvicorn begins to shut down: it waits for open responses before it
+    stops, so the streams must be told. sse-starlette patches uvicorn's exit handler to
+    set `AppStatus.should_exit`; a server stopped without a signal shows it on itself."""
+    while not (AppStatus.should_exit or _uvicorn_exiting()):  # noqa: ASYNC110 - flags, not events
+        await asyncio.sleep(poll)
+
+
+def _uvicorn_exiting() -> bool:
+    server = getattr(signal.getsignal(signal.SIGTERM), "__self__", None)
+    return bool(getattr(server, "should_exit", False))

@@ -70,6 +70,7 @@ class Publication:
     changed: Mapping[str, bytes]  # "<exten>@<context>" -> that extension's JSON
     removed: Sequence[str]  # "<exten>@<context>" keys to delete
     full: bool = True  # True: `changed` holds every extension; False: builds on the stored ones
+    changes: bytes = b""  # JSON of what changed lately (app.snapshot); empty: none written
 
 
 @dataclass(frozen=True)
@@ -91,6 +92,10 @@ class _Keys:
         return f"{self.prefix}snapshot"
 
     @property
+    def changes(self) -> str:
+        return f"{self.prefix}changes"
+
+    @property
     def lease(self) -> str:
         return f"{self.prefix}lease"
 
@@ -109,6 +114,7 @@ class _Plan:
     ext_sets: list[tuple[str, bytes]]
     ext_deletes: list[str]
     snapshot: bytes
+    changes: bytes | None
     version: bytes
 
 
@@ -181,6 +187,10 @@ class SnapshotStore(ABC):
         """The snapshot JSON, decompressed; None when missing (restart, eviction)."""
 
     @abstractmethod
+    async def read_changes_bytes(self) -> bytes | None:
+        """The changes JSON, decompressed; None when missing."""
+
+    @abstractmethod
     async def read_extension_bytes(self, key: str) -> bytes | None:
         """One extension's JSON ("<exten>@<context>"); None when unknown."""
 
@@ -206,6 +216,10 @@ class SnapshotStore(ABC):
     async def read_snapshot(self) -> dict[str, Any] | None:
         return _load_json(await self.read_snapshot_bytes(), "snapshot")
 
+    async def read_changes(self) -> dict[str, Any] | None:
+        """The extensions changed lately (see `app.snapshot.RECENT`), far smaller than the snapshot."""
+        return _load_json(await self.read_changes_bytes(), "changes")
+
     async def read_extension(self, key: str) -> dict[str, Any] | None:
         return _load_json(await self.read_extension_bytes(key), key)
 
@@ -222,7 +236,8 @@ class SnapshotStore(ABC):
         ]
         ext_deletes = [self._keys.ext(key) for key in pub.removed]
         snapshot = encode(self._keys.snapshot, _check_json("snapshot", pub.snapshot))
-        return _Plan(ext_sets, ext_deletes, snapshot, str(pub.version).encode("ascii"))
+        changes = encode(self._keys.changes, _check_json("changes", pub.changes)) if pub.changes else None
+        return _Plan(ext_sets, ext_deletes, snapshot, changes, str(pub.version).encode("ascii"))
 
 
 class MemoryStore(SnapshotStore):
@@ -242,6 +257,8 @@ class MemoryStore(SnapshotStore):
         for key in plan.ext_deletes:
             self._data.pop(key, None)
         self._data[self._keys.snapshot] = plan.snapshot
+        if plan.changes is not None:
+            self._data[self._keys.changes] = plan.changes
         self._data[self._keys.version] = plan.version
         async with self._published:
             self._published.notify_all()
@@ -251,6 +268,10 @@ class MemoryStore(SnapshotStore):
 
     async def read_snapshot_bytes(self) -> bytes | None:
         raw = self._data.get(self._keys.snapshot)
+        return None if raw is None else decode_value(raw)
+
+    async def read_changes_bytes(self) -> bytes | None:
+        raw = self._data.get(self._keys.changes)
         return None if raw is None else decode_value(raw)
 
     async def read_extension_bytes(self, key: str) -> bytes | None:
@@ -439,6 +460,8 @@ class MemcachedStore(SnapshotStore):
         ops += [functools.partial(self._delete, key) for key in plan.ext_deletes]
         await self._run_concurrently(ops)
         await self._set(self._keys.snapshot, plan.snapshot)
+        if plan.changes is not None:  # before the version: who sees a version finds its changes
+            await self._set(self._keys.changes, plan.changes)
         if pub.full:
             await self._set(self._keys.version, plan.version)
             return
@@ -453,6 +476,10 @@ class MemcachedStore(SnapshotStore):
 
     async def read_snapshot_bytes(self) -> bytes | None:
         raw = await self._get(self._keys.snapshot)
+        return None if raw is None else decode_value(raw)
+
+    async def read_changes_bytes(self) -> bytes | None:
+        raw = await self._get(self._keys.changes)
         return None if raw is None else decode_value(raw)
 
     async def read_extension_bytes(self, key: str) -> bytes | None:

@@ -990,7 +990,7 @@ class RunSpec:
     profile_dir: Path | None = None
     server_env: tuple[tuple[str, str], ...] = ()
     label: str | None = None
-    collector: str = "worker"  # "process": `blf-panel collect` alone, web workers COLLECTOR=off
+    collector: str = "serve"  # "process": `blf-panel collect` alone, web workers COLLECTOR=off
 
 
 @dataclass
@@ -1401,9 +1401,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--collector",
-        choices=("worker", "process"),
-        default="worker",
-        help="where the collector runs: in a web worker (lease) or as `blf-panel collect` alone",
+        choices=("serve", "process"),
+        default="serve",
+        help="serve: where `blf-panel serve` runs it (its own child process with memcached); "
+        "process: `blf-panel collect` started here, web workers COLLECTOR=off",
     )
     parser.add_argument("--label", help="name these runs (labelled runs stay out of the plot's lines)")
     parser.add_argument("--app-root", type=Path, default=ROOT, help="the tree whose app/ is benchmarked")

@@ -165,3 +165,47 @@ async def test_groups_and_search_narrow_the_view(harness: Harness) -> None:
     whole = hub.whole_view(ALL)
     assert whole.index(">Sales<") < whole.index('id="ext-100"') < whole.index(">Support<")
     assert "<h2>Other</h2>" in whole and whole.index(">Other<") < whole.index('id="ext-102"')
+
+
+class SnapshotCountingStore(MemoryStore):
+    def __init__(self) -> None:
+        super().__init__()
+        self.snapshot_reads = 0
+
+    async def read_snapshot_bytes(self) -> bytes | None:
+        self.snapshot_reads += 1
+        return await super().read_snapshot_bytes()
+
+
+async def test_the_hub_catches_up_from_the_changes_key_not_the_snapshot() -> None:
+    """What the collector publishes (app.snapshot): after the first snapshot, the hub reads
+    only the small `changes` key, unless it does not cover what the hub has."""
+    from app.snapshot import PbxPicture
+    from app.states import ExtensionState
+
+    def state(exten: str, status: int) -> ExtensionState:
+        return ExtensionState(exten, "ext-local", f"Custom:{exten}", status, "inuse" if status else "idle")
+
+    store = SnapshotCountingStore()
+    hub = Hub(store, Renderer(), heartbeat=3600)
+    picture = PbxPicture(started_at=0.0)
+    picture.replace_all([state("100", 0), state("101", 0)], now=1.0)
+    picture.set_link(True, 1.0)
+
+    async def publish(version: int) -> None:
+        await store.publish(picture.publication(version, now=float(version), full=version == 1))
+        async with asyncio.timeout(5):
+            while hub.version < version:
+                await hub.head.ready.wait()
+
+    async with background(hub.run(), "hub-under-test"):
+        await publish(1)
+        assert store.snapshot_reads == 1
+        picture.apply(state("101", 1), now=2.0)
+        await publish(2)
+        assert store.snapshot_reads == 1, "a change must not cost a read of the whole snapshot"
+        assert "state-inuse" in hub.tiles["101@ext-local"] and "state-idle" in hub.tiles["100@ext-local"]
+        assert tile_ids_in(hub.head.tiles["101@ext-local"]) == ["ext-101"] and len(hub.head.tiles) == 1
+        picture.replace_all([state("100", 0), state("101", 1), state("102", 1)], now=3.0)
+        await publish(3)  # a new extension: the whole snapshot
+        assert store.snapshot_reads == 2 and hub.head.full and "102@ext-local" in hub.tiles

@@ -145,3 +145,13 @@ async def test_group_and_search_views(demo: httpx.AsyncClient) -> None:
     assert tile_ids_in(none.text) == [] and 'value="no such colleague"' in none.text
     bad = await demo.get("/", params={"group": "!!!"})  # no letter or digit at all
     assert bad.status_code == 400
+
+
+async def test_the_stream_carries_the_security_headers_once(demo: httpx.AsyncClient) -> None:
+    """The stream skips the middleware stack (app.main.Panel): it sets the headers itself."""
+    async with demo.stream("GET", "/events", params={"ext": "101"}) as response:
+        assert response.status_code == 200
+        assert response.headers.get_list("content-security-policy") == ["frame-ancestors 'self'"]
+        assert response.headers["x-content-type-options"] == "nosniff"
+        assert response.headers["cache-control"] == "no-store"
+    assert (await demo.post("/events")).status_code == 405

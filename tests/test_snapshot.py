@@ -129,3 +129,27 @@ def test_details_change_without_touching_the_lamp() -> None:
     assert extension["changed_at"] == 1.0 and extension["version"] == 2, "the lamp did not change"
     picture.apply(state("100", 1, hint="Custom:100,CustomPresence:100"), now=6.0)
     assert picture.extensions["100@ext-local"].details.name == "Anna", "a new state keeps the name"
+
+
+def test_changes_key_holds_what_changed_in_the_last_versions() -> None:
+    from app.snapshot import RECENT
+
+    picture = PbxPicture(started_at=0.0)
+    picture.replace_all([state("100", 0), state("101", 0), state("102", 0)], now=1.0)
+    first = json.loads(picture.publication(1, now=1.0, full=False).changes)
+    assert first["whole_at"] == 1, "new extensions: readers must take the whole snapshot"
+    picture.apply(state("101", 1), now=2.0)
+    changes = json.loads(picture.publication(2, now=2.0, full=False).changes)
+    assert changes["version"] == 2 and changes["whole_at"] == 1 and changes["since"] == 0
+    assert set(changes["extensions"]) == {"100@ext-local", "101@ext-local", "102@ext-local"}
+    assert changes["extensions"]["101@ext-local"]["state"] == "inuse"
+    assert changes["pbx"] == json.loads(picture.publication(3, now=3.0, full=False).snapshot)["pbx"]
+    for version in range(4, 4 + RECENT):  # only 102 keeps changing
+        picture.apply(state("102", version % 2), now=float(version))
+        changes = json.loads(picture.publication(version, now=float(version), full=False).changes)
+    assert changes["since"] == version - RECENT
+    assert list(changes["extensions"]) == ["102@ext-local"], "older changes drop out"
+    picture.remove("100@ext-local")
+    assert (
+        json.loads(picture.publication(version + 1, now=0.0, full=False).changes)["whole_at"] == version + 1
+    )

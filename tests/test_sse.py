@@ -136,3 +136,25 @@ async def test_hostile_hint_is_escaped_in_stream_and_page(simulator, memcached, 
     async with httpx.AsyncClient() as client:
         page = (await client.get(f"{server.url}/")).text
     assert "<script>alert" not in page and "&lt;script&gt;alert(1)" in page
+
+
+async def test_head_answers_without_opening_a_stream(simulator, memcached, panel) -> None:
+    import httpx
+
+    server = await (await panel(**pbx(simulator, memcached))).healthy()
+    async with httpx.AsyncClient() as client, asyncio.timeout(10):
+        response = await client.head(f"{server.url}/events")
+    assert response.status_code == 200 and response.content == b""
+    assert response.headers["content-type"].startswith("text/event-stream")
+    assert server.app.state.hub.viewers == 0
+
+
+async def test_a_viewer_that_leaves_is_forgotten(simulator, memcached, panel) -> None:
+    server = await (await panel(**pbx(simulator, memcached))).healthy()
+    hub = server.app.state.hub
+    async with SseClient(f"{server.url}/events") as stream:
+        await stream.next_with('id="ext-109"', timeout=10)
+        assert hub.viewers == 1
+    async with asyncio.timeout(5):  # noticed at the next message at the latest (HEARTBEAT=1)
+        while hub.viewers:
+            await hub.head.ready.wait()
