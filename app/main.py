@@ -235,8 +235,11 @@ def create_app(settings: Settings | None = None) -> Starlette:
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         store = store_from(settings)
         shared = not isinstance(store, MemoryStore)
+        # With memcached the hub has connections of its own: however hard /api/snapshot is
+        # polled, the viewers' states keep moving and are not greyed for a slow answer.
+        hub_store = store_from(settings) if shared else store
         hub = Hub(
-            store,
+            hub_store,
             Renderer(demo=settings.demo),
             poll_interval=settings.store_poll,
             heartbeat=settings.heartbeat,
@@ -247,6 +250,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
         app.state.send_watch = watch = SendWatch(settings.send_timeout)
         async with contextlib.AsyncExitStack() as stack:
             stack.push_async_callback(store.close)
+            if shared:
+                stack.push_async_callback(hub_store.close)
             if settings.collector and shared:
                 # Its own connections: a busy hub or API must never delay a lease renewal
                 # (a late renewal loses the lease and stops the collector).

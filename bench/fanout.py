@@ -1338,9 +1338,27 @@ COLUMNS = (
 )
 
 
-def markdown_table(runs: Sequence[dict[str, Any]]) -> str:
+# Where the time goes and what else ran: the second table of docs/benchmarks.md.
+DETAIL_COLUMNS = (
+    ("mode", "mode", "{}"),
+    ("viewers", "N", "{:,}"),
+    ("rate", "R/s", "{:g}"),
+    ("workers", "W", "{}"),
+    ("store_p50_ms", "store p50 ms", "{:,.1f}"),
+    ("store_p99_ms", "store p99 ms", "{:,.1f}"),
+    ("machine_busy", "machine busy", "{:.0%}"),
+    ("machine_softirq_pct", "softirq %", "{:.1f}"),
+    ("others_cpu_pct", "others %", "{:.1f}"),
+    ("viewers_connected", "connected", "{:,}"),
+    ("connect_s", "connect s", "{:.1f}"),
+    ("rss_growth_mb", "RSS growth MB", "{:.1f}"),
+    ("trouble", "trouble lines", "{}"),
+)
+
+
+def markdown_table(runs: Sequence[dict[str, Any]], columns: Sequence[tuple[str, str, str]] = COLUMNS) -> str:
     """One row per run; a first column with the label when any run has one."""
-    columns = ((("label", "run", "{}"),) if any(run.get("label") for run in runs) else ()) + COLUMNS
+    columns = ((("label", "run", "{}"),) if any(run.get("label") for run in runs) else ()) + tuple(columns)
     lines = ["| " + " | ".join(title for _, title, _ in columns) + " |"]
     lines.append("|" + "|".join("---" if key in ("mode", "label") else "--:" for key, _, _ in columns) + "|")
     for run in runs:
@@ -1353,6 +1371,8 @@ def cell(value: Any, fmt: str) -> str:
         return "–"
     if isinstance(value, bool):
         return "yes" if value else "no"
+    if isinstance(value, list):  # e.g. trouble: the lines, counted
+        return f"{len(value):,}"
     return fmt.format(value)
 
 
@@ -1484,7 +1504,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return viewer_main(sys.argv[2:])
     args = parse_args(argv)
     if args.table:
-        print(markdown_table(json.loads(args.table.read_text())["runs"]))
+        runs = json.loads(args.table.read_text())["runs"]
+        print(markdown_table(runs) + "\n\n" + markdown_table(runs, DETAIL_COLUMNS))
         return 0
     if args.stacks:
         print(stack_summary(args.stacks))

@@ -155,3 +155,10 @@ async def test_the_stream_carries_the_security_headers_once(demo: httpx.AsyncCli
         assert response.headers["x-content-type-options"] == "nosniff"
         assert response.headers["cache-control"] == "no-store"
     assert (await demo.post("/events")).status_code == 405
+
+
+async def test_the_api_and_the_hub_do_not_share_memcached_connections(panel, memcached) -> None:
+    """Thousands polling /api/snapshot once starved the hub's reads: the panel went grey
+    (docs/benchmarks.md). Each has its own client now."""
+    server = await panel(MEMCACHED_URL=memcached.url, COLLECTOR="off")
+    assert server.app.state.hub.store is not server.app.state.store
