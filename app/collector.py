@@ -212,7 +212,7 @@ class Collector:
         target: AmiTarget,
         store: SnapshotStore,
         *,
-        publish_window: float = 0.01,
+        publish_window: float = 0.05,
         directory: DirectoryFile | None = None,
         show_numbers: bool = True,
         clock: Callable[[], float] = time.time,

@@ -159,7 +159,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("MEMCACHED_URL", "", "memcached://HOST:PORT; empty keeps states in-process", _memcached_url),
     Setting("STORE_PREFIX", "blf:", "prefix of every memcached key", _prefix),
     Setting("STORE_TIMEOUT", "1", "seconds a memcached call may take", _positive_float),
-    Setting("PUBLISH_WINDOW", "0.01", "seconds between published versions at most", _non_negative_float),
+    Setting("PUBLISH_WINDOW", "0.05", "seconds between published versions at most", _non_negative_float),
     Setting("DEMO_EXTENSIONS", "100-149", "extensions of the demo PBX", _extension_range),
     Setting("DEMO_CHURN", "2", "state changes per second on the demo PBX", _non_negative_float),
     Setting("LOG_LEVEL", "INFO", "DEBUG, INFO, WARNING or ERROR", _log_level),
