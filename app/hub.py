@@ -28,6 +28,7 @@ HISTORY = 512  # updates kept for viewers that reconnect with Last-Event-ID
 STORE_RETRY = 1.0
 OOB = ' hx-swap-oob="true"'
 MAX_VIEWS = 4096
+MAX_WHOLES = 64
 
 
 @dataclass(frozen=True)
@@ -120,6 +121,8 @@ class Hub:
         self.shutdown = asyncio.Event()  # set when the server stops (app.sse.server_stopping)
         self.viewers = 0  # open streams in this process
         self._views: dict[View, View] = {}
+        self._wholes: dict[View, bytes] = {}  # whole views as messages, for `_wholes_at`
+        self._wholes_at: Update | None = None
         self._render_link()
 
     # --- what viewers ask for ---
@@ -172,7 +175,20 @@ class Hub:
             chain = [u for u in self.history if u.version > since]
             if not any(_whole_again(view, u) for u in chain):
                 return self._encode(head.version, self._changes(view, chain, link=True)), head
-        return self._encode(head.version, self._full(view)), head
+        return self._whole_message(view), head
+
+    def _whole_message(self, view: View) -> bytes:
+        """A view whole, as a message: built once per view while the head stays, so that
+        a thousand viewers connecting at once (a restart, a proxy reload) cost one build
+        and share one copy of it (75 KB for 300 tiles), not one each."""
+        if self._wholes_at is not self.head:
+            self._wholes, self._wholes_at = {}, self.head
+        data = self._wholes.get(view)
+        if data is None:
+            data = self._encode(self.head.version, self._full(view))
+            if len(self._wholes) < MAX_WHOLES:  # views come from URLs: bound what is kept
+                self._wholes[view] = data
+        return data
 
     def message(self, view: View, chain: list[Update]) -> bytes | None:
         """The message that brings a viewer from before `chain` to its end; built once

@@ -13,7 +13,6 @@ import logging
 import re
 import signal
 import time
-from collections.abc import AsyncIterator
 from typing import Any
 
 from sse_starlette.sse import AppStatus
@@ -37,54 +36,36 @@ def resume_point(request: Request) -> int | None:
     return None
 
 
-async def viewer_stream(hub: Hub, view: View, since: int | None) -> AsyncIterator[bytes]:
-    hub.viewers += 1
-    view = hub.canonical(view)
-    try:
-        first, position = hub.first_message(view, since)
-        changes = _changes(hub, view, position)
-        # Hold neither the whole view nor the chain's start for the life of the stream:
-        # a long-lived viewer would keep every update since it connected alive.
-        del position
-        yield first
-        del first
-        async for message in changes:
-            yield message
-    finally:
-        hub.viewers -= 1
-
-
-async def _changes(hub: Hub, view: View, position: Update) -> AsyncIterator[bytes]:
-    while True:
-        await position.ready.wait()
-        chain: list[Update] = []
-        while position.next is not None and len(chain) <= MAX_CHAIN:
-            position = position.next
-            if position.closing:
-                return
-            chain.append(position)
-        if len(chain) > MAX_CHAIN:  # far behind: the whole view, from the newest update
-            first, position = hub.first_message(view, None)
-            yield first
-            continue
-        message = hub.message(view, chain)
-        if message is not None:
-            yield message
+def catch_up(hub: Hub, view: View, position: Update) -> tuple[bytes | None, Update | None]:
+    """The message that brings a viewer from `position` to the newest update (None when
+    nothing in it is for this view), and the viewer's new position (None: the server is
+    closing). A viewer too far behind gets its whole view again (latest state wins)."""
+    chain: list[Update] = []
+    while position.next is not None and len(chain) <= MAX_CHAIN:
+        position = position.next
+        if position.closing:
+            return None, None
+        chain.append(position)
+    if len(chain) > MAX_CHAIN:
+        return hub.first_message(view, None)
+    return hub.message(view, chain), position
 
 
 def event_stream(request: Request, hub: Hub, view: View, *, watch: SendWatch) -> EventStream:
-    return EventStream(viewer_stream(hub, view, resume_point(request)), watch)
+    return EventStream(hub, hub.canonical(view), resume_point(request), watch)
 
 
 class EventStream:
-    """A viewer's stream as a plain ASGI response.
+    """A viewer's stream as a plain ASGI response: the first message brings the view (or
+    what changed since `since`), then every update of the hub that touches the view.
 
     Not sse-starlette's EventSourceResponse: its task group and the anyio cancel scope
     around every send cost about a third of each delivery, measured at 1,000 viewers
-    (docs/benchmarks.md). What we need of it is small: the messages are SSE bytes
-    already; a viewer that stops reading is dropped by the process's `SendWatch`; a
-    disconnect is noticed by one task waiting on `receive`; at shutdown the hub's
-    closing update ends the stream (see `server_stopping`).
+    (docs/benchmarks.md); for the same reason the loop below walks the hub's updates
+    itself rather than through async generators. What we need is small: the messages are
+    SSE bytes already; a viewer that stops reading is dropped by the process's
+    `SendWatch`; a disconnect is noticed by one task waiting on `receive`; at shutdown the
+    hub's closing update ends the stream (see `server_stopping`).
     """
 
     HEADERS: list[tuple[bytes, bytes]] = [
@@ -93,8 +74,10 @@ class EventStream:
         (b"x-accel-buffering", b"no"),  # nginx: pass each message on at once
     ]
 
-    def __init__(self, messages: AsyncIterator[bytes], watch: SendWatch) -> None:
-        self.messages = messages
+    def __init__(self, hub: Hub, view: View, since: int | None, watch: SendWatch) -> None:
+        self.hub = hub
+        self.view = view
+        self.since = since
         self.watch = watch
         self.headers = self.HEADERS
         self.sending_since = 0.0  # when the send in progress began; 0: none
@@ -102,34 +85,39 @@ class EventStream:
         self.task: asyncio.Task[Any] | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        messages = self.messages
+        await send({"type": "http.response.start", "status": 200, "headers": self.headers})
+        if scope["method"] == "HEAD":
+            await send({"type": "http.response.body", "body": b""})
+            return
+        hub, view = self.hub, self.view
+        self.task = asyncio.current_task()
+        gone = asyncio.ensure_future(_disconnected(receive))
+        self.watch.streams.add(self)
+        hub.viewers += 1
         try:
-            await send({"type": "http.response.start", "status": 200, "headers": self.headers})
-            if scope["method"] == "HEAD":
-                await send({"type": "http.response.body", "body": b""})
-                return
-            self.task = asyncio.current_task()
-            gone = asyncio.ensure_future(_disconnected(receive))
-            self.watch.streams.add(self)
-            try:
-                async for message in messages:
-                    if gone.done():
-                        return
+            message, position = hub.first_message(view, self.since)
+            # Only `position` is kept, and it moves on: a long-lived viewer must hold
+            # neither its first (whole) view nor every update since it connected.
+            while position is not None and not gone.done():
+                if message is not None:
                     self.sending_since = time.monotonic()
                     await send({"type": "http.response.body", "body": message, "more_body": True})
                     self.sending_since = 0.0
+                    message = None
+                await position.ready.wait()
+                message, position = catch_up(hub, view, position)
+            if position is None:  # the server is closing: end the response properly
                 await send({"type": "http.response.body", "body": b""})
-            except asyncio.CancelledError:
-                if not self.dropped or self.task is None:
-                    raise
-                self.task.uncancel()
-                log.warning("dropped a viewer that read nothing for %g s", self.watch.timeout)
-                # returning mid-stream: uvicorn closes the connection
-            finally:
-                self.watch.streams.discard(self)
-                gone.cancel()
+        except asyncio.CancelledError:
+            if not self.dropped or self.task is None:
+                raise
+            self.task.uncancel()
+            log.warning("dropped a viewer that read nothing for %g s", self.watch.timeout)
+            # returning mid-stream: uvicorn closes the connection
         finally:
-            await messages.aclose()  # type: ignore[attr-defined]
+            hub.viewers -= 1
+            self.watch.streams.discard(self)
+            gone.cancel()
 
     def drop(self) -> None:
         if self.task is not None and not self.dropped:

@@ -209,3 +209,13 @@ async def test_the_hub_catches_up_from_the_changes_key_not_the_snapshot() -> Non
         picture.replace_all([state("100", 0), state("101", 1), state("102", 1)], now=3.0)
         await publish(3)  # a new extension: the whole snapshot
         assert store.snapshot_reads == 2 and hub.head.full and "102@ext-local" in hub.tiles
+
+
+async def test_viewers_connecting_at_once_share_one_whole_view(harness: Harness) -> None:
+    hub = harness.hub
+    first, _ = hub.first_message(ALL, None)
+    again, _ = hub.first_message(ALL, None)
+    assert again is first, "built once per view while the head stays"
+    await harness.publish(2, {"100": "busy", "101": "idle", "102": "idle"})
+    after, _ = hub.first_message(ALL, None)
+    assert after is not first and 'id="ext-100" class="tile state-busy"' in after.decode()
