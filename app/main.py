@@ -116,9 +116,7 @@ async def events(request: Request) -> EventStream:
     hub: Hub = request.app.state.hub
     view = parse_view(request)
     await hub.ready.wait()
-    stream = event_stream(request, hub, view, watch=request.app.state.send_watch)
-    stream.headers = [*stream.headers, *request.app.state.security_headers]
-    return stream
+    return event_stream(request, hub, view, watch=request.app.state.send_watch)
 
 
 async def snapshot_api(request: Request) -> Response:
@@ -173,7 +171,7 @@ def security_headers(frame_ancestors: str) -> list[tuple[bytes, bytes]]:
 
 
 class SecurityHeaders:
-    """Adds `security_headers` to every response that does not carry them yet."""
+    """Adds `security_headers` to every response (but the streams: see `Panel`)."""
 
     def __init__(self, app: ASGIApp, headers: list[tuple[bytes, bytes]]) -> None:
         self.app = app
@@ -186,11 +184,7 @@ class SecurityHeaders:
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
-                present = {name for name, _ in message.get("headers", [])}
-                message["headers"] = [
-                    *message.get("headers", []),
-                    *(header for header in self.headers if header[0] not in present),
-                ]
+                message["headers"] = [*message.get("headers", []), *self.headers]
             await send(message)
 
         await self.app(scope, receive, send_with_headers)
@@ -199,8 +193,8 @@ class SecurityHeaders:
 class Panel(Starlette):
     """Starlette, except that a well-formed request for the event stream skips the
     middleware stack: its three `send` wrappers ran for every message of every viewer,
-    about a tenth of the server's time at 1,000 viewers (docs/benchmarks.md). The stream
-    sets its own security headers; a malformed request takes the normal path (error page).
+    about a tenth of the server's time at 1,000 viewers (docs/benchmarks.md). So the
+    security headers are set here; a malformed request takes the normal path (error page).
     """
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -211,6 +205,7 @@ class Panel(Starlette):
             except BadView:
                 pass
             else:
+                stream.headers = [*stream.headers, *self.state.security_headers]
                 await stream(scope, receive, send)
                 return
         await super().__call__(scope, receive, send)

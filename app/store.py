@@ -176,23 +176,31 @@ class SnapshotStore(ABC):
 
     @abstractmethod
     async def publish(self, pub: Publication) -> None:
-        """Write extension keys, then the snapshot, then the version (readers rely on it)."""
+        """Write extension keys, then the snapshot and changes, then the version (readers rely on it)."""
 
     @abstractmethod
     async def read_version(self) -> int | None:
         """The newest published version; None when the key is missing (memcached restarted)."""
 
     @abstractmethod
+    async def _get(self, key: str) -> bytes | None:
+        """A key's value as stored (maybe compressed); None when missing."""
+
     async def read_snapshot_bytes(self) -> bytes | None:
         """The snapshot JSON, decompressed; None when missing (restart, eviction)."""
+        return await self._read(self._keys.snapshot)
 
-    @abstractmethod
     async def read_changes_bytes(self) -> bytes | None:
         """The changes JSON, decompressed; None when missing."""
+        return await self._read(self._keys.changes)
 
-    @abstractmethod
     async def read_extension_bytes(self, key: str) -> bytes | None:
         """One extension's JSON ("<exten>@<context>"); None when unknown."""
+        return await self._read(self._keys.ext(key))
+
+    async def _read(self, key: str) -> bytes | None:
+        raw = await self._get(key)
+        return None if raw is None else decode_value(raw)
 
     @abstractmethod
     async def acquire_lease(self, owner: str, ttl: int) -> bool:
@@ -266,17 +274,8 @@ class MemoryStore(SnapshotStore):
     async def read_version(self) -> int | None:
         return self._version()
 
-    async def read_snapshot_bytes(self) -> bytes | None:
-        raw = self._data.get(self._keys.snapshot)
-        return None if raw is None else decode_value(raw)
-
-    async def read_changes_bytes(self) -> bytes | None:
-        raw = self._data.get(self._keys.changes)
-        return None if raw is None else decode_value(raw)
-
-    async def read_extension_bytes(self, key: str) -> bytes | None:
-        raw = self._data.get(self._keys.ext(key))
-        return None if raw is None else decode_value(raw)
+    async def _get(self, key: str) -> bytes | None:
+        return self._data.get(key)
 
     async def acquire_lease(self, owner: str, ttl: int) -> bool:
         _check_lease_args(owner, ttl)
@@ -473,18 +472,6 @@ class MemcachedStore(SnapshotStore):
 
     async def read_version(self) -> int | None:
         return _parse_version(await self._get(self._keys.version))
-
-    async def read_snapshot_bytes(self) -> bytes | None:
-        raw = await self._get(self._keys.snapshot)
-        return None if raw is None else decode_value(raw)
-
-    async def read_changes_bytes(self) -> bytes | None:
-        raw = await self._get(self._keys.changes)
-        return None if raw is None else decode_value(raw)
-
-    async def read_extension_bytes(self, key: str) -> bytes | None:
-        raw = await self._get(self._keys.ext(key))
-        return None if raw is None else decode_value(raw)
 
     async def acquire_lease(self, owner: str, ttl: int) -> bool:
         _check_lease_args(owner, ttl)
