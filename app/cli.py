@@ -22,8 +22,8 @@ from typing import Any, TextIO
 
 from app.collector import Collector
 from app.runtime import lead_or_follow, lease_owner, running_collector, store_from
-from app.settings import Settings, SettingsError, load_settings
-from app.simulator import load_names, parse_extension_range, run_simulator
+from app.settings import Settings, SettingsError, load_settings, parse_extension_range
+from app.simulator import load_names, run_simulator
 from app.store import MemoryStore, StoreUnavailable
 from app.supervisor import CollectorProcess
 

@@ -19,8 +19,8 @@ from typing import Any
 
 from app.collector import AmiTarget, Collector
 from app.directory import DirectoryFile
-from app.settings import Settings
-from app.simulator import Simulator, parse_extension_range
+from app.settings import Settings, parse_extension_range
+from app.simulator import Simulator
 from app.store import SnapshotStore, StoreError, open_store
 
 log = logging.getLogger(__name__)

@@ -131,9 +131,36 @@ def _title(value: str) -> str:
     return value
 
 
-def _extension_range(value: str) -> str:
-    from app.simulator import parse_extension_range
+# The most extensions a range may name (the demo PBX and `simulate` take one).
+MAX_EXTENSIONS = 10_000
 
+
+def parse_extension_range(text: str) -> list[str]:
+    """`100-149` or `100-104,200,300-301` -> the extensions, in order, without repeats.
+    A range with leading zeros keeps its width (`001-003`)."""
+    if not text.strip():
+        raise ValueError("no extensions given (expected e.g. 100-149 or 100-104,200)")
+    result: dict[str, None] = {}
+    for part in text.split(","):
+        part = part.strip()
+        match = re.fullmatch(r"([0-9]+)(?:\s*-\s*([0-9]+))?", part)
+        if match is None:
+            raise ValueError(f"{part!r} is not an extension number or a range like 100-149")
+        first, last = match.group(1), match.group(2) or match.group(1)
+        low, high = int(first), int(last)
+        if low > high:
+            raise ValueError(f"range {part!r} runs backwards")
+        if len(last) > 64:
+            raise ValueError(f"{last[:20]}... is too long for an extension")
+        if len(result) + high - low + 1 > MAX_EXTENSIONS:
+            raise ValueError(f"{text.strip()[:40]!r} gives more than {MAX_EXTENSIONS} extensions")
+        width = len(first) if first.startswith("0") and len(first) == len(last) else 0
+        for number in range(low, high + 1):
+            result[str(number).zfill(width)] = None
+    return list(result)
+
+
+def _extension_range(value: str) -> str:
     parse_extension_range(value)
     return value
 

@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from app.settings import MAX_EXTENSIONS
 from app.states import (
     CONTEXT_RE,
     DEVICE_STATES,
@@ -52,7 +53,6 @@ MAX_FRAME_BYTES = 64 * 1024  # one client message; a client sending more is drop
 MAX_PENDING_BYTES = 8 * 1024 * 1024  # unread output before a client is dropped
 WRITE_TIMEOUT = 5.0  # Asterisk drops a client that does not read (writetimeout)
 CLOSE_TIMEOUT = 1.0  # time a graceful close may take before the socket is aborted
-MAX_EXTENSIONS = 10_000
 
 # manager.h EVENT_FLAG_* and the names manager.c perms[] gives them; "all" is INT_MAX.
 EVENT_CLASSES: dict[str, int] = {
@@ -1790,31 +1790,6 @@ def _best_command_prefix(words: list[str]) -> str:
 
 
 # --- helpers for the CLI ---
-
-
-def parse_extension_range(text: str) -> list[str]:
-    """`100-149` or `100-104,200,300-301` -> the extensions, in order, without repeats.
-    A range with leading zeros keeps its width (`001-003`)."""
-    if not text.strip():
-        raise ValueError("no extensions given (expected e.g. 100-149 or 100-104,200)")
-    result: dict[str, None] = {}
-    for part in text.split(","):
-        part = part.strip()
-        match = re.fullmatch(r"([0-9]+)(?:\s*-\s*([0-9]+))?", part)
-        if match is None:
-            raise ValueError(f"{part!r} is not an extension number or a range like 100-149")
-        first, last = match.group(1), match.group(2) or match.group(1)
-        low, high = int(first), int(last)
-        if low > high:
-            raise ValueError(f"range {part!r} runs backwards")
-        if len(last) > 64:
-            raise ValueError(f"{last[:20]}... is too long for an extension")
-        if len(result) + high - low + 1 > MAX_EXTENSIONS:
-            raise ValueError(f"{text.strip()[:40]!r} gives more than {MAX_EXTENSIONS} extensions")
-        width = len(first) if first.startswith("0") and len(first) == len(last) else 0
-        for number in range(low, high + 1):
-            result[str(number).zfill(width)] = None
-    return list(result)
 
 
 async def run_simulator(

@@ -7,7 +7,15 @@ from pathlib import Path
 
 import pytest
 
-from app.settings import SETTINGS, SETTINGS_FILE, SettingsError, load_settings, read_env_file
+from app.settings import (
+    MAX_EXTENSIONS,
+    SETTINGS,
+    SETTINGS_FILE,
+    SettingsError,
+    load_settings,
+    parse_extension_range,
+    read_env_file,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -77,3 +85,33 @@ def test_cli_stops_with_one_line_and_exit_2(name: str, value: str) -> None:
     assert result.returncode == 2
     assert result.stderr.count("\n") == 1 and name in result.stderr
     assert "Traceback" not in result.stderr
+
+
+# --- extension ranges (DEMO_EXTENSIONS, `simulate --extensions`) ---
+
+
+def test_parse_extension_range() -> None:
+    assert parse_extension_range("100-104") == ["100", "101", "102", "103", "104"]
+    assert parse_extension_range(" 100-101, 200 ,300-301") == ["100", "101", "200", "300", "301"]
+    assert parse_extension_range("7") == ["7"]
+    assert parse_extension_range("100-101,101") == ["100", "101"]
+    assert parse_extension_range("008-010") == ["008", "009", "010"]
+    assert len(parse_extension_range(f"1-{MAX_EXTENSIONS}")) == MAX_EXTENSIONS
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("", "no extensions"),
+        ("abc", "not an extension"),
+        ("100-", "not an extension"),
+        ("100,,101", "not an extension"),
+        ("1e3", "not an extension"),
+        ("149-100", "backwards"),
+        (f"1-{MAX_EXTENSIONS + 1}", "more than"),
+        ("1-9999999999999", "more than"),
+    ],
+)
+def test_parse_extension_range_rejects(text: str, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        parse_extension_range(text)

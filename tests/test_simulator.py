@@ -12,13 +12,11 @@ from pathlib import Path
 import pytest
 
 from app.simulator import (
-    MAX_EXTENSIONS,
     MAX_FRAME_BYTES,
     Presence,
     Simulator,
     generated_name,
     load_names,
-    parse_extension_range,
 )
 from app.states import DEVICE_STATES, DEVICE_TO_STATUS, STATUS_TEXT
 
@@ -1183,33 +1181,3 @@ async def test_churn_makes_calls_between_extensions_and_from_outside(connect: Co
                     assert re.fullmatch(r"\+49\d{8,11}", field(message, "CallerIDNum"))
                     assert field(message, "Context") == "from-trunk"
                     assert " " in field(message, "CallerIDName")
-
-
-# --- extension ranges for the CLI ---
-
-
-def test_parse_extension_range() -> None:
-    assert parse_extension_range("100-104") == ["100", "101", "102", "103", "104"]
-    assert parse_extension_range(" 100-101, 200 ,300-301") == ["100", "101", "200", "300", "301"]
-    assert parse_extension_range("7") == ["7"]
-    assert parse_extension_range("100-101,101") == ["100", "101"]
-    assert parse_extension_range("008-010") == ["008", "009", "010"]
-    assert len(parse_extension_range(f"1-{MAX_EXTENSIONS}")) == MAX_EXTENSIONS
-
-
-@pytest.mark.parametrize(
-    ("text", "message"),
-    [
-        ("", "no extensions"),
-        ("abc", "not an extension"),
-        ("100-", "not an extension"),
-        ("100,,101", "not an extension"),
-        ("1e3", "not an extension"),
-        ("149-100", "backwards"),
-        (f"1-{MAX_EXTENSIONS + 1}", "more than"),
-        ("1-9999999999999", "more than"),
-    ],
-)
-def test_parse_extension_range_rejects(text: str, message: str) -> None:
-    with pytest.raises(ValueError, match=message):
-        parse_extension_range(text)
