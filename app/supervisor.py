@@ -57,7 +57,7 @@ class CollectorProcess:
         self.min_backoff = min_backoff
         self.max_backoff = max_backoff
         self.settle = settle
-        self._preexec = _die_with_this_process()
+        self._preexec = die_with_parent()
         self._stopping = threading.Event()
         self._lock = threading.Lock()  # `_process` is replaced by the thread, read by stop()
         self._process: subprocess.Popen[bytes] | None = None
@@ -130,21 +130,33 @@ def _how(code: int) -> str:
     return f"exited with code {code}"
 
 
-def _die_with_this_process() -> Callable[[], None] | None:
-    """A preexec_fn that has the kernel SIGTERM the child when its parent dies (Linux only).
+def die_with_parent(parent: int | None = None) -> Callable[[], None] | None:
+    """A function that has the kernel SIGTERM the process calling it when its parent dies
+    (PR_SET_PDEATHSIG; Linux only, elsewhere None), even when the parent is SIGKILLed.
 
-    Everything is looked up here, in the parent: between fork and exec the child must not
+    Two uses: as the `preexec_fn` of a child this process starts (`parent` left out: this
+    process), and called first thing in a child started some other way, e.g. a uvicorn
+    worker (`parent`: the pid its parent had, `multiprocessing.parent_process().pid`).
+    A parent that died before the call sends no signal any more: the caller then exits
+    at once (status 1) instead of living on as an orphan.
+
+    Strictly, the signal comes when the parent *thread* that started the child ends: start
+    children from a thread that lives as long as the process (the main thread, or a
+    supervising thread like CollectorProcess's).
+
+    Everything is looked up here, before the call: between fork and exec a child must not
     do more than the two calls (other threads may hold locks it would wait on forever)."""
     if not sys.platform.startswith("linux"):
         return None
     prctl = ctypes.CDLL(None, use_errno=True).prctl
     prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
     prctl.restype = ctypes.c_int
-    parent, sigterm = os.getpid(), int(signal.SIGTERM)
+    parent = os.getpid() if parent is None else parent
+    sigterm = int(signal.SIGTERM)
 
-    def preexec() -> None:
+    def die_with_it() -> None:
         prctl(PR_SET_PDEATHSIG, sigterm, 0, 0, 0)
         if os.getppid() != parent:  # the parent died before prctl: no signal will come
             os._exit(1)
 
-    return preexec
+    return die_with_it

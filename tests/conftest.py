@@ -361,3 +361,85 @@ async def browser() -> AsyncIterator[object]:
             yield chromium
         finally:
             await chromium.close()
+
+
+# --------------------------------------------------------------------------------------
+# No process left behind: the run fails if a process it started outlives it.
+#
+# Every process the tests start inherits RUN_MARKER through the environment (set here, at
+# import, before any test starts one), and keeps it when its parent dies and it is
+# reparented to init. At the end of the session (after every other fixture is torn down),
+# any live process that carries this run's marker or descends from this pytest process
+# counts as left behind: the check waits up to LEFTOVER_TIMEOUT for them to end (a worker
+# told of its parent's death shuts down gracefully), then kills them and fails the run.
+# Processes of other, concurrent runs carry other markers and are not looked at.
+# --------------------------------------------------------------------------------------
+
+RUN_MARKER_NAME = "BLF_TEST_RUN"
+RUN_MARKER = f"{os.getpid()}-{os.urandom(6).hex()}"
+os.environ[RUN_MARKER_NAME] = RUN_MARKER
+LEFTOVER_TIMEOUT = 20.0
+
+
+def _proc_read(pid: int, name: str) -> bytes:
+    with open(f"/proc/{pid}/{name}", "rb") as file:
+        return file.read()
+
+
+def processes_of_this_run(marker: str = RUN_MARKER, root: int | None = None) -> dict[int, str]:
+    """pid -> command line of every live process (zombies have ended) that carries `marker`
+    in its environment or descends from `root` (default: this process), `root` excepted."""
+    root = os.getpid() if root is None else root
+    needle = f"{RUN_MARKER_NAME}={marker}".encode()
+    parents: dict[int, int] = {}
+    found: dict[int, str] = {}
+    for name in os.listdir("/proc"):
+        if not name.isdigit() or int(name) == root:
+            continue
+        pid = int(name)
+        try:
+            state, ppid = _proc_read(pid, "stat").rsplit(b")", 1)[1].split()[:2]
+            if state == b"Z":
+                continue
+            parents[pid] = int(ppid)
+            if needle in _proc_read(pid, "environ").split(b"\0"):
+                found[pid] = ""
+        except (FileNotFoundError, ProcessLookupError, PermissionError):
+            continue  # ended while we looked, or not ours to read
+    for pid in parents:
+        ancestor, seen = parents.get(pid), set()
+        while ancestor is not None and ancestor not in seen:
+            if ancestor == root:
+                found[pid] = ""
+                break
+            seen.add(ancestor)
+            ancestor = parents.get(ancestor)
+    for pid in found:
+        try:
+            found[pid] = _proc_read(pid, "cmdline").replace(b"\0", b" ").decode(errors="replace").strip()
+        except (FileNotFoundError, ProcessLookupError):
+            pass
+    return found
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_process_left_behind() -> Iterator[None]:
+    """Session teardown: fails (an error at the last test's teardown) when a process this
+    run started is still alive; such processes are then killed, by pid."""
+    yield
+    deadline = time.monotonic() + LEFTOVER_TIMEOUT
+    while (left := processes_of_this_run()) and time.monotonic() < deadline:
+        time.sleep(0.05)  # other processes' ends cannot be awaited: a bounded poll of /proc
+    if not left:
+        return
+    for pid in left:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    listing = "\n".join(f"  {pid}: {command[:300]}" for pid, command in sorted(left.items()))
+    pytest.fail(
+        f"{len(left)} process(es) started by this test run outlived it by {LEFTOVER_TIMEOUT:g}s "
+        f"(killed now):\n{listing}",
+        pytrace=False,
+    )
