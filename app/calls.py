@@ -39,14 +39,13 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-MAX_NAME = 80
-MAX_NUMBER = 40
+from app.schema import MAX_NAME, MAX_NUMBER, CallJSON, clean_text
+
 MAX_CHANNEL = 256
 MAX_DURATION = 10 * 366 * 86400  # a longer one is a lie; ignore it
 _MAX_HOPS = 16  # bridges and Local pairs followed to find the far end
 
 _UNKNOWN = "<unknown>"
-_UNSAFE = re.compile(r"[\x00-\x1f\x7f-\x9f\u200b-\u200f\u2028-\u202e\u2060-\u206f\ufeff]")
 _CHANNEL = re.compile(r"([A-Za-z][A-Za-z0-9_]{0,31})/([A-Za-z0-9_+*#.:@\-]{1,120})-[0-9A-Fa-f]{1,16}")
 _INTERNAL_TECHS = frozenset({"local", "announcer", "recorder", "cbann", "cbrec", "snoop", "message"})
 _DIALED = re.compile(r"[0-9*#+]{1,40}")
@@ -82,22 +81,20 @@ class Call:
     since: float
     state: str  # "ringing" | "dialing" | "up" | "hold"
 
-    def as_dict(self) -> dict[str, object]:
+    def as_dict(self) -> CallJSON:
         return {
-            "direction": self.direction,
+            "direction": "in" if self.direction == "in" else "out",
             "party_name": self.party_name,
             "party_number": self.party_number,
             "since": round(self.since, 3),
-            "state": self.state,
+            "state": self.state,  # type: ignore[typeddict-item]  # set only from CallState values
         }
 
 
 def clean(value: object, limit: int) -> str:
-    """A caller-supplied string made safe to show: no control/bidi chars, capped;
-    Asterisk's `<unknown>` is no name."""
-    if not isinstance(value, str):
-        return ""
-    text = _UNSAFE.sub("", value[: limit * 8]).strip()[:limit]
+    """A caller-supplied string made safe to show (`clean_text`); Asterisk's `<unknown>`
+    is no name."""
+    text = clean_text(value, limit)
     return "" if text == _UNKNOWN else text
 
 
@@ -139,7 +136,7 @@ def _text(event: Mapping[str, object], key: str) -> str:
 
 def _valid_name(name: str) -> bool:
     """A channel name, Uniqueid or bridge id we are willing to keep."""
-    return 0 < len(name) <= MAX_CHANNEL and _UNSAFE.search(name) is None
+    return 0 < len(name) <= MAX_CHANNEL and clean_text(name, MAX_CHANNEL) == name
 
 
 def _valid_time(now: object) -> bool:

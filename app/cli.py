@@ -10,22 +10,19 @@ import argparse
 import asyncio
 import contextlib
 import inspect
-import json
 import logging
 import os
-import shutil
 import signal
 import sys
-import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TextIO
 
 from app.collector import Collector
 from app.runtime import lead_or_follow, lease_owner, running_collector, store_from
 from app.settings import Settings, SettingsError, load_settings, parse_extension_range
-from app.simulator import load_names, run_simulator
 from app.store import MemoryStore, StoreUnavailable
 from app.supervisor import CollectorProcess
+from app.watch import TableView
 
 log = logging.getLogger("blf-panel")
 
@@ -117,6 +114,8 @@ def _run_until_signal(start: Callable[[], Awaitable[int]]) -> int:
 
 
 async def simulate_command(settings: Settings, args: argparse.Namespace) -> int:
+    from app.sim import load_names, run_simulator  # only this command plays the PBX
+
     try:
         extensions = parse_extension_range(args.extensions)
     except ValueError as error:
@@ -175,7 +174,9 @@ def serve_command(settings: Settings, args: argparse.Namespace) -> int:
             # event loop with the fan-out to the viewers again, and delay every state change.
             os.environ["COLLECTOR"] = "off"
         uvicorn.run(
-            "app.main:create_app",
+            # Several workers are processes of their own (multiprocessing spawn): each is set
+            # to die with serve, however serve ends (worker_app). One runs in this process.
+            "app.cli:worker_app" if workers > 1 else "app.main:create_app",
             factory=True,
             host=host,
             port=port,
@@ -186,6 +187,25 @@ def serve_command(settings: Settings, args: argparse.Namespace) -> int:
             timeout_graceful_shutdown=5,
         )
     return 0
+
+
+def worker_app() -> Any:
+    """The app of one `serve --workers N` worker, which uvicorn starts with multiprocessing
+    spawn. A SIGKILLed (or crashed) serve would leave its workers running, holding the port
+    and serving states nobody updates any more: first, have the kernel SIGTERM this worker
+    when serve dies (uvicorn's SIGTERM handling then ends its streams and stops it). With
+    them the resource tracker serve started goes too: it ends when its last user has."""
+    import multiprocessing
+
+    from app.main import create_app
+    from app.supervisor import die_with_parent
+
+    parent = multiprocessing.parent_process()
+    if parent is not None and parent.pid is not None:
+        die_with_it = die_with_parent(parent.pid)
+        if die_with_it is not None:
+            die_with_it()
+    return create_app()
 
 
 async def collect_command(settings: Settings, args: argparse.Namespace) -> int:
@@ -256,94 +276,6 @@ async def _wait_for_link(collector: Collector, timeout: float) -> None:
         async with asyncio.timeout(timeout):
             while not (collector.picture.connected and not collector.picture.pending):
                 await collector.published.wait()
-
-
-# --- the table ---
-
-
-class TableView:
-    """Prints snapshots: the whole table first; then, live, a redraw on a terminal or
-    one line per change when the output is a pipe or file."""
-
-    def __init__(self, out: TextIO, *, as_json: bool, live: bool) -> None:
-        self.out = out
-        self.as_json = as_json
-        self.live = live
-        self.previous: dict[str, Any] | None = None
-
-    def show(self, snapshot: dict[str, Any]) -> None:
-        previous, self.previous = self.previous, snapshot
-        if self.as_json:
-            if previous is None or not self.live:
-                self.out.write(json.dumps(snapshot, sort_keys=True) + "\n")
-            else:
-                self.out.write(json.dumps(changes_json(previous, snapshot), sort_keys=True) + "\n")
-        elif previous is None or self.out.isatty():
-            clear = "\x1b[H\x1b[2J" if self.live and self.out.isatty() else ""
-            width = shutil.get_terminal_size((100, 24)).columns
-            self.out.write(clear + render_table(snapshot, width) + "\n")
-        else:
-            for line in change_lines(previous, snapshot):
-                self.out.write(line + "\n")
-        self.out.flush()
-
-
-def _clock(epoch: float) -> str:
-    return time.strftime("%H:%M:%S", time.localtime(epoch))
-
-
-def render_table(snapshot: dict[str, Any], width: int = 100) -> str:
-    """A compact grid: `exten  state  since` cells, as many per row as fit."""
-    pbx = snapshot.get("pbx", {})
-    extensions = sorted(snapshot.get("extensions", {}).values(), key=_sort_key)
-    link = "connected" if pbx.get("connected") else "DISCONNECTED"
-    head = (
-        f"PBX {link} since {_clock(pbx.get('since', 0))} | version {snapshot.get('version')} | "
-        f"{len(extensions)} extensions | updated {_clock(snapshot.get('updated_at', 0))}"
-    )
-    cells = [f"{e['exten']:>6} {e['state']:<13} {_clock(e['changed_at'])}" for e in extensions]
-    if not pbx.get("connected"):
-        cells = [cell + " ?" for cell in cells]  # states not confirmed since the link went down
-    cell_width = max((len(c) for c in cells), default=1) + 3
-    per_row = max(1, width // cell_width)
-    rows = [
-        "".join(cell.ljust(cell_width) for cell in cells[i : i + per_row]).rstrip()
-        for i in range(0, len(cells), per_row)
-    ]
-    return "\n".join([head, *rows])
-
-
-def change_lines(previous: dict[str, Any], current: dict[str, Any]) -> list[str]:
-    """One line per extension that changed between two snapshots, and the link."""
-    lines = []
-    stamp = _clock(current.get("updated_at", time.time()))
-    old_pbx, new_pbx = previous.get("pbx", {}), current.get("pbx", {})
-    if old_pbx.get("connected") != new_pbx.get("connected"):
-        lines.append(f"{stamp}  PBX {'connected' if new_pbx.get('connected') else 'DISCONNECTED'}")
-    old, new = previous.get("extensions", {}), current.get("extensions", {})
-    for key in sorted(new.keys() | old.keys()):
-        before, after = old.get(key), new.get(key)
-        if after is None:
-            lines.append(f"{stamp}  {key}  removed")
-        elif before is None or before.get("state") != after.get("state"):
-            was = before.get("state") if before else "new"
-            lines.append(f"{stamp}  {key}  {was} -> {after['state']}")
-    return lines
-
-
-def changes_json(previous: dict[str, Any], current: dict[str, Any]) -> dict[str, Any]:
-    old, new = previous.get("extensions", {}), current.get("extensions", {})
-    return {
-        "version": current.get("version"),
-        "pbx": current.get("pbx"),
-        "changed": {k: v for k, v in new.items() if old.get(k) != v},
-        "removed": sorted(old.keys() - new.keys()),
-    }
-
-
-def _sort_key(extension: dict[str, Any]) -> tuple[int, int, str, str]:
-    exten = str(extension.get("exten", ""))
-    return (0 if exten.isdigit() else 1, int(exten) if exten.isdigit() else 0, exten, extension["context"])
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -11,11 +11,11 @@ from collections.abc import Iterable, Mapping
 
 from app.calls import Call, CallTracker
 from app.directory import Directory
+from app.schema import MAX_NAME, CallJSON, clean_text
 from app.snapshot import PbxPicture
-from app.states import CONTEXT_RE, EXTEN_RE, clean_text, parse_presence
+from app.states import CONTEXT_RE, EXTEN_RE, hint_devices, parse_presence
 
 PRESENCE_EVENTS = frozenset({"PresenceStateChange", "PresenceStatus"})
-MAX_NAME = 80
 
 
 def callerid_name(callerid: str) -> str:
@@ -47,7 +47,7 @@ class DetailTracker:
                 return False
             keys = [f"{exten}@{context}"]
         else:
-            keys = self.picture.keys_holding((message.get("Presentity") or "").strip())
+            keys = self.picture.index.keys_holding((message.get("Presentity") or "").strip())
         return any([self.picture.set_details(key, presence=presence) for key in keys])
 
     # --- calls ---
@@ -63,10 +63,10 @@ class DetailTracker:
 
     def _show_calls(self, devices: Iterable[str]) -> bool:
         changed = False
-        keys = {key for device in devices for key in self.picture.keys_of_phone(device)}
+        keys = {key for device in devices for key in self.picture.index.keys_of_phone(device)}
         for key in keys:
-            phones = set(self.picture.phones_of(key))
-            phones.update(d for d in self.calls.devices() if key in self.picture.keys_of_phone(d))
+            phones = set(hint_devices(self.picture.extensions[key].state.hint))
+            phones.update(d for d in self.calls.devices() if key in self.picture.index.keys_of_phone(d))
             calls = sorted(
                 (call for device in phones for call in self.calls.calls_for(device)),
                 key=lambda call: (call.since, call.channel),
@@ -74,12 +74,12 @@ class DetailTracker:
             changed |= self.picture.set_details(key, calls=tuple(self._shown(call) for call in calls))
         return changed
 
-    def _shown(self, call: Call) -> dict[str, object]:
+    def _shown(self, call: Call) -> CallJSON:
         """A call as the tile shows it: a colleague under the name the panel knows them by;
         outside numbers hidden when SHOW_CALLER_NUMBERS=off."""
         shown = call.as_dict()
         number = str(shown.get("party_number") or "")
-        colleagues = self.picture.keys_of_exten(number) if number else []
+        colleagues = self.picture.index.keys_of_exten(number) if number else []
         if colleagues:
             name = self.picture.extensions[colleagues[0]].details.name
             shown["party_name"] = name or shown["party_name"]

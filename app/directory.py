@@ -25,31 +25,18 @@ from pathlib import Path
 from stat import S_ISREG
 from types import MappingProxyType
 
+from app.schema import MAX_GROUP, MAX_NAME, clean_text
 from app.states import EXTEN_RE
 
 log = logging.getLogger(__name__)
 
 HEADER = ["exten", "name", "group"]
-MAX_NAME = 80
-MAX_GROUP = 40
 MAX_FILE_BYTES = 4 * 1024 * 1024  # 5,000 extensions take about 250 KB
 MAX_LOGGED_PROBLEMS = 50  # per change of the file; the rest are counted
 _GROUP_RE = re.compile(r"[\w &'.-]+")  # \w: letters and digits of any script, and _
-_KEEP_FORMAT = ("\u200c", "\u200d")  # zero-width (non-)joiner: some scripts and emoji need them
 _LINE_BREAK = re.compile(r"\r\n|\r|\n")
 _NOT_SLUG = re.compile(r"[^a-z0-9_.\s-]")
 _DASHES = re.compile(r"-{2,}")
-
-
-def clean(text: str, limit: int) -> str:
-    """NFC; no control or format characters (NUL, ESC, bidi overrides, zero-width spaces);
-    every run of whitespace one space; at most `limit` characters."""
-    text = unicodedata.normalize("NFC", text)
-    if not text.isprintable():
-        text = "".join(
-            c for c in text if c.isspace() or c in _KEEP_FORMAT or unicodedata.category(c) not in ("Cc", "Cf")
-        )
-    return " ".join(text.split())[:limit].rstrip()
 
 
 @lru_cache(maxsize=1024)
@@ -137,7 +124,7 @@ def parse_directory(text: str, source: str = "directory") -> tuple[Directory, li
             continue
         groups: list[str] = []
         for raw in group_list.split(";"):
-            group = clean(raw, MAX_GROUP)
+            group = clean_text(raw, MAX_GROUP)
             if not group:
                 continue  # "Sales;;Support", or no group at all
             slug = group_slug(group)
@@ -153,7 +140,7 @@ def parse_directory(text: str, source: str = "directory") -> tuple[Directory, li
                 group = spellings.setdefault(slug, group)  # "sales" is the "Sales" seen before
                 if group not in groups:
                     groups.append(group)
-        entries[exten] = Entry(exten, clean(name, MAX_NAME), tuple(groups))
+        entries[exten] = Entry(exten, clean_text(name, MAX_NAME), tuple(groups))
         first_seen[exten] = number
     if not header_line:
         problems.append(f"{source} line 1: header must be exten,name,group (got nothing); file ignored")

@@ -4,7 +4,8 @@ once, and keep a short chain of updates that every viewer walks at its own pace.
 The hot path must stay per change, not per viewer: viewers only join bytes the hub
 already rendered, and a message for a given view is built once per update and cached.
 Viewers wake through a per-update `asyncio.Event` (never a shared future: cancelling one
-viewer's wait would cancel it for all).
+viewer's wait would cancel it for all). The wire format is not the hub's: messages are
+encoded by the `encode` it is given (app.sse).
 """
 
 from __future__ import annotations
@@ -14,11 +15,12 @@ import collections
 import functools
 import logging
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import cast
 
 from app.directory import group_slug
+from app.schema import ChangesJSON, ExtensionJSON, SnapshotJSON, extension_order
 from app.store import SnapshotStore, StoreError
 from app.tiles import LinkState, Renderer, tile_id, tile_ids
 
@@ -26,7 +28,6 @@ log = logging.getLogger(__name__)
 
 HISTORY = 512  # updates kept for viewers that reconnect with Last-Event-ID
 STORE_RETRY = 1.0
-OOB = ' hx-swap-oob="true"'
 MAX_VIEWS = 4096
 MAX_WHOLES = 64
 
@@ -51,13 +52,12 @@ class View:
     def listed(self) -> bool:
         return self.extens is not None
 
-    def holds(self, extension: Mapping[str, Any]) -> bool:
-        if self.group and self.group not in {group_slug(g) for g in extension.get("groups") or ()}:
+    def holds(self, extension: ExtensionJSON) -> bool:
+        if self.group and self.group not in {group_slug(g) for g in extension["groups"]}:
             return False
         if self.query:
             query = self.query.casefold()
-            name = str(extension.get("name") or "").casefold()
-            return str(extension.get("exten", "")).startswith(query) or query in name
+            return extension["exten"].startswith(query) or query in extension["name"].casefold()
         return True
 
 
@@ -66,8 +66,9 @@ ALL = View()
 
 @dataclass(eq=False)
 class Update:
-    """What changed between two snapshots, rendered. `tiles` maps keys to tile HTML;
-    `full` means the set of extensions changed (or the hub resynced): send whole views."""
+    """What changed between two snapshots, rendered. `tiles` maps keys to the tiles'
+    out-of-band HTML; `full` means the set of extensions changed (or the hub resynced):
+    send whole views."""
 
     version: int
     after: int  # the version this update builds on
@@ -93,22 +94,26 @@ class Hub:
         self,
         store: SnapshotStore,
         renderer: Renderer,
+        encode: Callable[[int, str], bytes],
         *,
         poll_interval: float = 0.01,
         heartbeat: float = 5.0,
         check_collector: bool = False,
-        clock: Any = time.time,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.store = store
         self.renderer = renderer
+        self.encode = encode  # (version, html) -> one message as the stream sends it
         self.poll_interval = poll_interval
         self.heartbeat = heartbeat
         self.check_collector = check_collector
         self.clock = clock
-        self.extensions: dict[str, Mapping[str, Any]] = {}
+        self.extensions: dict[str, ExtensionJSON] = {}
         self.ids: dict[str, str] = {}
         self.by_exten: dict[str, str] = {}
-        self.tiles: dict[str, str] = {}  # key -> tile HTML (not out-of-band)
+        # key -> tile HTML for whole views (not out-of-band), rendered when first needed:
+        # a change renders the out-of-band form at once, this one only if a page asks.
+        self.tiles: dict[str, str] = {}
         self.version = 0
         self.pbx = LinkState("pbx-down", clock())
         self.store_ok = True
@@ -118,8 +123,6 @@ class Hub:
         self.head = Update(0, 0, {}, True, True)
         self.history: collections.deque[Update] = collections.deque([self.head], maxlen=HISTORY)
         self.ready = asyncio.Event()  # set once the first snapshot (or store error) is in
-        self.shutdown = asyncio.Event()  # set when the server stops (app.sse.server_stopping)
-        self.viewers = 0  # open streams in this process
         self._views: dict[View, View] = {}
         self._wholes: dict[View, bytes] = {}  # whole views as messages, for `_wholes_at`
         self._wholes_at: Update | None = None
@@ -150,7 +153,7 @@ class Hub:
 
     def groups(self) -> list[str]:
         """Every group named in the snapshot, sorted."""
-        names = {str(g) for ext in self.extensions.values() for g in ext.get("groups") or ()}
+        names = {g for ext in self.extensions.values() for g in ext["groups"]}
         return sorted(names, key=str.casefold)
 
     def whole_view(self, view: View) -> str:
@@ -158,12 +161,12 @@ class Hub:
         is sectioned by group (an extension under its first group only: a tile id is
         unique on the page)."""
         pairs = self.keys_for(view)
-        if view.listed or not any(key and self.extensions[key].get("groups") for key, _ in pairs):
+        if view.listed or not any(key and self.extensions[key]["groups"] for key, _ in pairs):
             return " ".join(self._tile(key, exten) for key, exten in pairs)
         sections: dict[str, list[str]] = {}
         for key, exten in pairs:
-            groups = self.extensions[key].get("groups") if key else None
-            sections.setdefault(str(groups[0]) if groups else "", []).append(self._tile(key, exten))
+            groups = self.extensions[key]["groups"] if key else None
+            sections.setdefault(groups[0] if groups else "", []).append(self._tile(key, exten))
         ordered = sorted(sections, key=lambda g: (g == "", g.casefold()))
         return " ".join(self.renderer.group(name, " ".join(sections[name])) for name in ordered)
 
@@ -174,7 +177,7 @@ class Hub:
         if since is not None and self.history[0].after <= since <= head.version:
             chain = [u for u in self.history if u.version > since]
             if not any(_whole_again(view, u) for u in chain):
-                return self._encode(head.version, self._changes(view, chain, link=True)), head
+                return self.encode(head.version, self._changes(view, chain, link=True)), head
         return self._whole_message(view), head
 
     def _whole_message(self, view: View) -> bytes:
@@ -185,7 +188,7 @@ class Hub:
             self._wholes, self._wholes_at = {}, self.head
         data = self._wholes.get(view)
         if data is None:
-            data = self._encode(self.head.version, self._full(view))
+            data = self.encode(self.head.version, self._full(view))
             if len(self._wholes) < MAX_WHOLES:  # views come from URLs: bound what is kept
                 self._wholes[view] = data
         return data
@@ -202,7 +205,7 @@ class Hub:
             html = self._full(view)
         else:
             html = self._changes(view, chain, link=any(u.link or u.heartbeat for u in chain))
-        data = self._encode(last.version, html) if html else None
+        data = self.encode(last.version, html) if html else None
         if data is not None:
             last.messages[(view, start)] = data
         return data
@@ -213,7 +216,6 @@ class Hub:
         async with asyncio.TaskGroup() as group:
             group.create_task(self._follow(), name="hub-follow")
             group.create_task(self._beat(), name="hub-heartbeat")
-            group.create_task(self._end_streams_on_shutdown(), name="hub-shutdown")
             if self.check_collector:
                 group.create_task(self._watch_collector(), name="hub-collector-check")
 
@@ -242,7 +244,7 @@ class Hub:
                 self._take(snapshot, resync=recovered, partial=partial)
             self.ready.set()
 
-    async def _read_since(self, known: int | None) -> tuple[dict[str, Any] | None, bool]:
+    async def _read_since(self, known: int | None) -> tuple[SnapshotJSON | ChangesJSON | None, bool]:
         """What is new since `known`: the small `changes` key when it covers everything
         since then (True), else the whole snapshot (False), whose JSON costs about 1 ms
         per 300 extensions to decode: too much to read on every change."""
@@ -254,8 +256,8 @@ class Hub:
                 and int(changes.get("since", known + 1)) <= known
                 and int(changes.get("whole_at", known + 1)) <= known
             ):
-                return changes, True
-        return await self.store.read_snapshot(), False
+                return cast(ChangesJSON, changes), True
+        return cast(SnapshotJSON | None, await self.store.read_snapshot()), False
 
     def _store_failed(self, error: Exception) -> None:
         if self.store_ok:
@@ -265,9 +267,11 @@ class Hub:
             self._publish(self.version, {}, full=False, link=True)
         self.ready.set()
 
-    async def _end_streams_on_shutdown(self) -> None:
-        """uvicorn waits for open responses before it stops: end every stream at once."""
-        await self.shutdown.wait()
+    def close(self) -> None:
+        """End every stream at once (the server is stopping): a closing update ends the
+        chain, and a stream that reaches it ends its response."""
+        if self.head.closing:
+            return
         update = Update(self.version, self.head.version, {}, False, False, closing=True)
         previous, self.head = self.head, update
         previous.link_to(update)
@@ -285,7 +289,7 @@ class Hub:
         while True:
             await asyncio.sleep(max(self.heartbeat / 2, 0.5))
             try:
-                holder = await self.store.lease_holder()
+                holder = await self.store.lease.holder()
             except StoreError:
                 continue  # _follow reports the store itself
             if (holder is not None) != self.collector_ok:
@@ -297,15 +301,15 @@ class Hub:
                 )
                 self._publish(self.version, {}, full=False, link=True)
 
-    def _take(self, snapshot: Mapping[str, Any], *, resync: bool, partial: bool = False) -> None:
+    def _take(self, snapshot: SnapshotJSON | ChangesJSON, *, resync: bool, partial: bool = False) -> None:
         """Take a snapshot, or with `partial` the `changes` key: the extensions it holds
         replace ours, the others stay as they are."""
-        incoming: dict[str, Mapping[str, Any]] = snapshot.get("extensions", {})
+        incoming = snapshot["extensions"]
         extensions = {**self.extensions, **incoming} if partial else incoming
         full = resync or extensions.keys() != self.extensions.keys()
         if full:
             self.ids = tile_ids(extensions)
-            self.ids = dict(sorted(self.ids.items(), key=lambda kv: _order(extensions[kv[0]])))
+            self.ids = dict(sorted(self.ids.items(), key=lambda kv: extension_order(extensions[kv[0]])))
             self.by_exten = {}
             for key in self.ids:
                 self.by_exten.setdefault(extensions[key]["exten"], key)
@@ -319,10 +323,11 @@ class Hub:
         full = full or any(_groups(self.extensions.get(key)) != _groups(extensions[key]) for key in changed)
         renamed = any(_name(self.extensions.get(key)) != _name(extensions[key]) for key in changed)
         self.extensions = extensions
-        rendered = {key: self._render_tile(key) for key in changed}
-        self.tiles.update(rendered)
-        pbx = snapshot.get("pbx", {})
-        state = LinkState("ok" if pbx.get("connected") else "pbx-down", float(pbx.get("since") or 0))
+        for key in changed:
+            self.tiles.pop(key, None)
+        rendered = {key: self._render_tile(key, oob=True) for key in changed}
+        pbx = snapshot["pbx"]
+        state = LinkState("ok" if pbx["connected"] else "pbx-down", float(pbx["since"] or 0))
         link_changed = state != self.pbx
         self.pbx = state
         if changed or link_changed or full:
@@ -348,9 +353,9 @@ class Hub:
 
     # --- rendering and encoding ---
 
-    def _render_tile(self, key: str) -> str:
+    def _render_tile(self, key: str, *, oob: bool) -> str:
         extension = self.extensions[key]
-        return self.renderer.tile(extension, self.ids[key], extension["exten"], oob=False)
+        return self.renderer.tile(extension, self.ids[key], extension["exten"], oob=oob)
 
     def _render_link(self) -> None:
         self.link_html = self.renderer.link(self.link, oob=True)
@@ -358,10 +363,13 @@ class Hub:
     def _tile(self, key: str | None, exten: str) -> str:
         if key is None:
             return self.renderer.tile(None, tile_id(exten, ""), exten, oob=False)
-        return self.tiles.get(key) or self._render_tile(key)
+        tile = self.tiles.get(key)
+        if tile is None:
+            tile = self.tiles[key] = self._render_tile(key, oob=False)
+        return tile
 
     def _full(self, view: View) -> str:
-        return f'{self.link_html} <main id="tiles" hx-swap-oob="innerHTML">{self.whole_view(view)}</main>'
+        return self.renderer.whole(self.link_html, self.whole_view(view))
 
     def _changes(self, view: View, chain: Iterable[Update], *, link: bool) -> str:
         merged: dict[str, str] = {}
@@ -372,15 +380,10 @@ class Hub:
             keys: Iterable[str] = [key for key in merged if key in wanted]
         else:
             keys = [key for key in merged if key in self.extensions and view.holds(self.extensions[key])]
-        parts = [_oob(self.tiles.get(key, merged[key])) for key in keys]
+        parts = [merged[key] for key in keys]
         if link:
             parts.insert(0, self.link_html)
         return " ".join(parts)
-
-    @staticmethod
-    def _encode(version: int, html: str) -> bytes:
-        data = html.replace("\r", " ").replace("\n", " ")
-        return f"id: {version}\ndata: {data}\n\n".encode()
 
 
 def _whole_again(view: View, update: Update) -> bool:
@@ -388,20 +391,9 @@ def _whole_again(view: View, update: Update) -> bool:
     return update.full or (update.renamed and bool(view.query))
 
 
-def _groups(extension: Mapping[str, Any] | None) -> tuple[object, ...] | None:
-    return None if extension is None else tuple(extension.get("groups") or ())
+def _groups(extension: ExtensionJSON | None) -> tuple[str, ...] | None:
+    return None if extension is None else tuple(extension["groups"])
 
 
-def _name(extension: Mapping[str, Any] | None) -> object:
-    return None if extension is None else extension.get("name")
-
-
-def _oob(tile_html: str) -> str:
-    """The out-of-band form of a rendered tile: same bytes plus the swap attribute."""
-    return tile_html.replace("<article", "<article" + OOB, 1)
-
-
-def _order(extension: Mapping[str, Any]) -> tuple[int, int, str, str]:
-    exten = str(extension.get("exten", ""))
-    numeric = exten.isdigit()
-    return (0 if numeric else 1, int(exten) if numeric else 0, exten, str(extension.get("context", "")))
+def _name(extension: ExtensionJSON | None) -> str | None:
+    return None if extension is None else extension["name"]

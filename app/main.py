@@ -8,10 +8,12 @@ Nothing from the request reaches the store or a template unchecked.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Coroutine
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlencode
 
 from markupsafe import Markup
@@ -25,11 +27,12 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.directory import group_slug
 from app.hub import Hub, View
-from app.runtime import background, lead_or_follow, lease_owner, running_collector, store_from
+from app.runtime import lead_or_follow, lease_owner, running_collector, store_from
 from app.settings import Settings, load_settings
-from app.sse import EventStream, SendWatch, event_stream, server_stopping
+from app.sse import EventStream, Viewers, encode, end_streams_at_shutdown, event_stream
 from app.states import EXTEN_RE
 from app.store import MemoryStore, StoreError
+from app.tasks import Health, background, supervise
 from app.tiles import Renderer
 
 log = logging.getLogger(__name__)
@@ -116,7 +119,7 @@ async def events(request: Request) -> EventStream:
     hub: Hub = request.app.state.hub
     view = parse_view(request)
     await hub.ready.wait()
-    return event_stream(request, hub, view, watch=request.app.state.send_watch)
+    return event_stream(request, hub, view, viewers=request.app.state.viewers)
 
 
 async def snapshot_api(request: Request) -> Response:
@@ -132,8 +135,9 @@ async def snapshot_api(request: Request) -> Response:
 
 async def healthz(request: Request) -> Response:
     hub: Hub = request.app.state.hub
-    ok = hub.link.ok
-    body = {
+    health: Health = request.app.state.health
+    ok = hub.link.ok and health.ok
+    body: dict[str, object] = {
         "status": "ok" if ok else "degraded",
         "pbx_connected": hub.pbx.ok,
         "store_ok": hub.store_ok,
@@ -141,6 +145,8 @@ async def healthz(request: Request) -> Response:
     }
     if hub.check_collector:
         body["collector_running"] = hub.collector_ok
+    if not health.ok:
+        body["failing"] = sorted(health.failing)  # the names of the parts being restarted
     return JSONResponse(body, status_code=200 if ok else 503, headers={"Cache-Control": "no-store"})
 
 
@@ -217,11 +223,6 @@ def _route_path(scope: Scope) -> str:
     return path[len(root) :] if root and path.startswith(root + "/") else path
 
 
-async def _end_streams_at_shutdown(hub: Hub) -> None:
-    await server_stopping()
-    hub.shutdown.set()
-
-
 def create_app(settings: Settings | None = None) -> Starlette:
     """The app for one process. Settings are read once here and passed down."""
     settings = settings or load_settings()
@@ -236,13 +237,20 @@ def create_app(settings: Settings | None = None) -> Starlette:
         hub = Hub(
             hub_store,
             Renderer(demo=settings.demo),
+            encode,
             poll_interval=settings.store_poll,
             heartbeat=settings.heartbeat,
             check_collector=shared,
         )
         app.state.settings, app.state.store, app.state.hub = settings, store, hub
         app.state.security_headers = headers
-        app.state.send_watch = watch = SendWatch(settings.send_timeout)
+        app.state.viewers = viewers = Viewers(settings.send_timeout)
+        # A part that fails is started again; until it runs well, /healthz says 503.
+        app.state.health = health = Health()
+
+        def supervised(name: str, start: Callable[[], Coroutine[Any, Any, None]]) -> Any:
+            return background(supervise(name, start, health), f"{name}-supervisor")
+
         async with contextlib.AsyncExitStack() as stack:
             stack.push_async_callback(store.close)
             if shared:
@@ -253,13 +261,14 @@ def create_app(settings: Settings | None = None) -> Starlette:
                 collector_store = store_from(settings)
                 stack.push_async_callback(collector_store.close)
                 owner = lease_owner()
-                lead = lead_or_follow(settings, collector_store, owner)
-                await stack.enter_async_context(background(lead, "lease"))
+                lead = functools.partial(lead_or_follow, settings, collector_store, owner, health)
+                await stack.enter_async_context(supervised("lease", lead))
             elif settings.collector:
-                await stack.enter_async_context(running_collector(settings, store))
-            await stack.enter_async_context(background(hub.run(), "hub"))
-            await stack.enter_async_context(background(_end_streams_at_shutdown(hub), "shutdown-watch"))
-            await stack.enter_async_context(background(watch.run(), "send-watch"))
+                await stack.enter_async_context(running_collector(settings, store, health))
+            await stack.enter_async_context(supervised("hub", hub.run))
+            await stack.enter_async_context(supervised("viewers-watch", viewers.run))
+            await stack.enter_async_context(background(end_streams_at_shutdown(hub), "shutdown-watch"))
+            stack.callback(hub.close)  # whatever stops us, no stream outlives the app
             yield
 
     headers = security_headers(settings.frame_ancestors)

@@ -1,7 +1,8 @@
 """Wiring settings into running parts: the store, the demo PBX and the collector.
 
 Shared by the CLI and the web app so both start the same things the same way.
-Every part lives inside an async context manager and is stopped when it exits.
+Every part lives inside an async context manager and is stopped when it exits; the
+simulator (`app.sim`) is imported only here, and only when the demo PBX is asked for.
 """
 
 from __future__ import annotations
@@ -13,15 +14,19 @@ import os
 import re
 import secrets
 import socket
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
-from app.collector import AmiTarget, Collector
+from app.ami import AmiTarget
+from app.collector import Collector
 from app.directory import DirectoryFile
 from app.settings import Settings, parse_extension_range
-from app.simulator import Simulator
 from app.store import SnapshotStore, StoreError, open_store
+from app.tasks import Health, background, supervise
+
+if TYPE_CHECKING:
+    from app.sim import Simulator
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +62,8 @@ def directory_path(settings: Settings) -> Path | None:
 @contextlib.asynccontextmanager
 async def demo_pbx(settings: Settings) -> AsyncIterator[Simulator]:
     """The built-in simulator on a free loopback port, with churn, for the demo."""
+    from app.sim import Simulator  # the demo only: production never loads the simulator
+
     simulator = Simulator(
         parse_extension_range(settings.demo_extensions),
         host="127.0.0.1",
@@ -74,8 +81,11 @@ async def demo_pbx(settings: Settings) -> AsyncIterator[Simulator]:
 
 
 @contextlib.asynccontextmanager
-async def running_collector(settings: Settings, store: SnapshotStore) -> AsyncIterator[Collector]:
-    """The collector as a supervised task, against the real PBX or the demo one."""
+async def running_collector(
+    settings: Settings, store: SnapshotStore, health: Health | None = None
+) -> AsyncIterator[Collector]:
+    """The collector as a supervised task, against the real PBX or the demo one: if it
+    fails it starts again (a fresh login and full picture) and `health` says so meanwhile."""
     async with contextlib.AsyncExitStack() as stack:
         target = ami_target(settings)
         if settings.demo:
@@ -88,22 +98,9 @@ async def running_collector(settings: Settings, store: SnapshotStore) -> AsyncIt
             directory=DirectoryFile(directory_path(settings)),
             show_numbers=settings.show_caller_numbers,
         )
-        await stack.enter_async_context(background(collector.run(), "collector"))
+        run = supervise("collector", collector.run, health or Health())
+        await stack.enter_async_context(background(run, "collector-supervisor"))
         yield collector
-
-
-@contextlib.asynccontextmanager
-async def background(work: Coroutine[Any, Any, None], name: str) -> AsyncIterator[asyncio.Task[None]]:
-    """Run `work` as a named task for the length of the block; a crash is logged at once,
-    and leaving the block cancels the task and waits for it to end."""
-    task = asyncio.create_task(work, name=name)
-    task.add_done_callback(_log_crash)
-    try:
-        yield task
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
 
 
 def lease_owner() -> str:
@@ -112,7 +109,9 @@ def lease_owner() -> str:
     return f"{host}:{os.getpid()}:{secrets.token_hex(3)}"
 
 
-async def lead_or_follow(settings: Settings, store: SnapshotStore, owner: str) -> None:
+async def lead_or_follow(
+    settings: Settings, store: SnapshotStore, owner: str, health: Health | None = None
+) -> None:
     """Run the collector only while this process holds the lease in the shared store, so
     however many workers and hosts serve viewers, the PBX sees one AMI session. When the
     holder dies its lease expires and another process takes over (and resyncs)."""
@@ -121,7 +120,7 @@ async def lead_or_follow(settings: Settings, store: SnapshotStore, owner: str) -
         while True:
             if await _try_lease(store, owner, settings.lease_ttl):
                 log.info("holding the collector lease as %s", owner)
-                async with running_collector(settings, store):
+                async with running_collector(settings, store, health):
                     while True:  # renew well before the lease expires
                         await asyncio.sleep(renew)
                         if not await _try_lease(store, owner, settings.lease_ttl, keep_if_unsure=True):
@@ -131,18 +130,13 @@ async def lead_or_follow(settings: Settings, store: SnapshotStore, owner: str) -
     finally:
         with contextlib.suppress(StoreError, OSError, asyncio.CancelledError):
             async with asyncio.timeout(1.0):
-                await store.release_lease(owner)
+                await store.lease.release(owner)
 
 
 async def _try_lease(store: SnapshotStore, owner: str, ttl: int, *, keep_if_unsure: bool = False) -> bool:
     """Take or renew the lease. While the store is unreachable nobody can take it from
     us, so a holder keeps collecting (into memory) and a follower keeps waiting."""
     try:
-        return await store.acquire_lease(owner, ttl)
+        return await store.lease.acquire(owner, ttl)
     except StoreError:
         return keep_if_unsure
-
-
-def _log_crash(task: asyncio.Task[None]) -> None:
-    if not task.cancelled() and task.exception() is not None:
-        log.error("%s stopped: %r", task.get_name(), task.exception(), exc_info=task.exception())

@@ -13,7 +13,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+
+from app.store.contract import check_prefix, parse_memcached_url
 
 SETTINGS_FILE = Path(__file__).resolve().parent.parent / "settings.env"
 
@@ -55,24 +56,13 @@ def _non_negative_float(value: str) -> float:
 
 
 def _memcached_url(value: str) -> str:
-    if not value:
-        return ""
-    parts = urlsplit(value)
-    try:
-        port = parts.port
-    except ValueError:
-        port = None
-    if parts.scheme != "memcached" or not parts.hostname or port is None:
-        raise ValueError(f"{value!r} is not of the form memcached://HOST:PORT")
-    if parts.path not in ("", "/") or parts.query or parts.fragment or parts.username:
-        raise ValueError(f"{value!r} is not of the form memcached://HOST:PORT")
+    if value:
+        parse_memcached_url(value)  # the store's own check: a ValueError naming the value
     return value
 
 
 def _prefix(value: str) -> str:
-    if not re.fullmatch(r"[A-Za-z0-9_:.\-]{0,32}", value):
-        raise ValueError(f"{value!r} may hold only letters, digits and _:.- (at most 32)")
-    return value
+    return check_prefix(value)
 
 
 def _host(value: str) -> str:

@@ -12,11 +12,11 @@ import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
+from app.schema import CallJSON, ExtensionJSON
 from app.states import (
     ExtensionState,
+    HintIndex,
     Presence,
-    hint_devices,
-    hint_presentity,
     state_name,
     status_from_devices,
 )
@@ -34,15 +34,7 @@ class Details:
     name: str = ""
     groups: tuple[str, ...] = ()
     presence: Presence | None = None
-    calls: tuple[Mapping[str, object], ...] = ()
-
-    def as_dict(self) -> dict[str, object]:
-        return {
-            "name": self.name,
-            "groups": list(self.groups),
-            "presence": self.presence.as_dict() if self.presence else None,
-            "calls": [dict(call) for call in self.calls],
-        }
+    calls: tuple[CallJSON, ...] = ()
 
 
 @dataclass
@@ -55,17 +47,20 @@ class ExtensionRecord:
     version: int = 0  # 0: changed since the last publication (encode again)
     encoded: bytes = b""
 
-    def as_dict(self) -> dict[str, object]:
-        s = self.state
+    def as_dict(self) -> ExtensionJSON:
+        s, d = self.state, self.details
         return {
             "exten": s.exten,
             "context": s.context,
             "hint": s.hint,
             "status": s.status,
-            "state": s.state,
+            "state": s.state,  # type: ignore[typeddict-item]  # from state_name: a State
             "changed_at": round(self.changed_at, 3),
             "version": self.version,
-            **self.details.as_dict(),
+            "name": d.name,
+            "groups": list(d.groups),
+            "presence": d.presence.as_dict() if d.presence else None,
+            "calls": [dict(call) for call in d.calls],  # type: ignore[misc]  # copies of CallJSON
         }
 
 
@@ -84,7 +79,7 @@ class PbxPicture:
     whole_at: int = 0  # the last version that changed the set of extensions, or sent them all
     keys_changed: bool = False  # an extension came or went since the last publication
     recent: dict[str, int] = field(default_factory=dict)  # key -> version, oldest change first
-    _by_device: dict[str, list[str]] | None = None
+    _index: HintIndex | None = None
 
     def __post_init__(self) -> None:
         self.since = self.since or self.started_at
@@ -99,7 +94,7 @@ class PbxPicture:
         if record is not None and record.state == state:
             return False
         if record is None or record.state.hint != state.hint:
-            self._by_device = None
+            self._index = None
         self.keys_changed = self.keys_changed or record is None
         details = record.details if record is not None else Details()
         self.extensions[state.key] = ExtensionRecord(state, now, details)
@@ -119,32 +114,17 @@ class PbxPicture:
         self.dirty.add(key)
         return True
 
-    def keys_holding(self, device: str) -> list[str]:
-        """The extensions whose hint holds `device` (a phone, or a presentity)."""
-        return self._keys_holding(device)
-
-    def keys_of_phone(self, device: str) -> list[str]:
-        """The extensions a phone's calls belong to: those whose hint holds the device, or,
-        where no hint does (hints of Custom: lamps only), the extension named like the
-        endpoint (`PJSIP/101` -> 101), as FreePBX names its endpoints."""
-        keys = self._keys_holding(device)
-        if keys:
-            return keys
-        _tech, _, endpoint = device.partition("/")
-        return self.keys_of_exten(endpoint) if endpoint else []
-
-    def keys_of_exten(self, exten: str) -> list[str]:
-        return self._keys_holding(f"exten:{exten}")
-
-    def phones_of(self, key: str) -> list[str]:
-        """The devices whose calls show on an extension: its hint's devices; the endpoint
-        named like it is matched by `keys_of_phone`."""
-        return list(hint_devices(self.extensions[key].state.hint))
+    @property
+    def index(self) -> HintIndex:
+        """Devices, presentities and numbers to extensions, for the hints as they are now."""
+        if self._index is None:
+            self._index = HintIndex(record.state for record in self.extensions.values())
+        return self._index
 
     def remove(self, key: str) -> bool:
         if self.extensions.pop(key, None) is None:
             return False
-        self._by_device = None
+        self._index = None
         self.dirty.discard(key)
         self.removed.add(key)
         self.recent.pop(key, None)
@@ -174,7 +154,7 @@ class PbxPicture:
         """A device changed: recompute the hints that hold it, where every device is known."""
         self.devices[device] = device_state
         changes = 0
-        for key in self._keys_holding(device):
+        for key in self.index.keys_holding(device):
             state = self.extensions[key].state
             status = status_from_devices(state.hint, self.devices)
             if status is not None and status != state.status:
@@ -235,14 +215,3 @@ class PbxPicture:
         start = json.dumps({**head, **link}, separators=(",", ":")).encode()
         parts = [json.dumps(key).encode() + b":" + record.encoded for key, record in records.items()]
         return start[:-1] + b',"extensions":{' + b",".join(parts) + b"}}"
-
-    def _keys_holding(self, device: str) -> list[str]:
-        if self._by_device is None:
-            index: dict[str, list[str]] = {}
-            for key, record in self.extensions.items():
-                index.setdefault(f"exten:{record.state.exten}", []).append(key)
-                presentity = hint_presentity(record.state.hint)
-                for name in (*hint_devices(record.state.hint), *([presentity] if presentity else [])):
-                    index.setdefault(name, []).append(key)
-            self._by_device = index
-        return self._by_device.get(device, [])

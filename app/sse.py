@@ -1,9 +1,10 @@
-"""One Server-Sent Events stream per viewer: the first message brings the viewer's view
-(or what changed since its Last-Event-ID), then only the tiles that changed.
+"""The wire: Server-Sent Events framing, one stream per viewer, resume, slow viewers
+dropped, shutdown. The first message brings the viewer's view (or what changed since its
+Last-Event-ID), then only the tiles that changed.
 
 A stream never reads the store and never renders: it walks the hub's chain of updates
-and sends bytes the hub built. A viewer that falls behind skips ahead (latest state
-wins); one that stops reading is dropped after the send timeout.
+and sends bytes built once per view and update with `encode`. A viewer that falls behind
+skips ahead (latest state wins); one that stops reading is dropped after the send timeout.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import signal
 import time
 from typing import Any
 
-from sse_starlette.sse import AppStatus
+from sse_starlette.sse import AppStatus, ServerSentEvent
 from starlette.requests import Request
 from starlette.types import Receive, Scope, Send
 
@@ -25,6 +26,15 @@ log = logging.getLogger(__name__)
 
 MAX_CHAIN = 256  # a viewer further behind than this gets its whole view again
 _VERSION = re.compile(r"\d{1,18}")
+
+
+def encode(version: int, html: str) -> bytes:
+    """One message: `id:` the snapshot version (what a reconnect sends back as
+    Last-Event-ID), `data:` the HTML htmx swaps in. sse-starlette's encoder splits any line
+    break in the data into `data:` lines, so no byte of a tile can end the message early;
+    "\n" as the separator keeps each message a few bytes shorter than "\r\n". It runs once
+    per view and update (the hub caches the bytes), never per viewer."""
+    return ServerSentEvent(data=html, id=str(version), sep="\n").encode()
 
 
 def resume_point(request: Request) -> int | None:
@@ -51,8 +61,8 @@ def catch_up(hub: Hub, view: View, position: Update) -> tuple[bytes | None, Upda
     return hub.message(view, chain), position
 
 
-def event_stream(request: Request, hub: Hub, view: View, *, watch: SendWatch) -> EventStream:
-    return EventStream(hub, hub.canonical(view), resume_point(request), watch)
+def event_stream(request: Request, hub: Hub, view: View, *, viewers: Viewers) -> EventStream:
+    return EventStream(hub, hub.canonical(view), resume_point(request), viewers)
 
 
 class EventStream:
@@ -63,9 +73,9 @@ class EventStream:
     around every send cost about a third of each delivery, measured at 1,000 viewers
     (docs/benchmarks.md); for the same reason the loop below walks the hub's updates
     itself rather than through async generators. What we need is small: the messages are
-    SSE bytes already; a viewer that stops reading is dropped by the process's
-    `SendWatch`; a disconnect is noticed by one task waiting on `receive`; at shutdown the
-    hub's closing update ends the stream (see `server_stopping`).
+    SSE bytes already; a viewer that stops reading is dropped by the process's `Viewers`;
+    a disconnect is noticed by one task waiting on `receive`; at shutdown the hub's
+    closing update ends the stream (see `end_streams_at_shutdown`).
     """
 
     HEADERS: list[tuple[bytes, bytes]] = [
@@ -74,11 +84,11 @@ class EventStream:
         (b"x-accel-buffering", b"no"),  # nginx: pass each message on at once
     ]
 
-    def __init__(self, hub: Hub, view: View, since: int | None, watch: SendWatch) -> None:
+    def __init__(self, hub: Hub, view: View, since: int | None, viewers: Viewers) -> None:
         self.hub = hub
         self.view = view
         self.since = since
-        self.watch = watch
+        self.viewers = viewers
         self.headers = self.HEADERS
         self.sending_since = 0.0  # when the send in progress began; 0: none
         self.dropped = False
@@ -92,8 +102,7 @@ class EventStream:
         hub, view = self.hub, self.view
         self.task = asyncio.current_task()
         gone = asyncio.ensure_future(_disconnected(receive))
-        self.watch.streams.add(self)
-        hub.viewers += 1
+        self.viewers.streams.add(self)
         try:
             message, position = hub.first_message(view, self.since)
             # Only `position` is kept, and it moves on: a long-lived viewer must hold
@@ -112,11 +121,10 @@ class EventStream:
             if not self.dropped or self.task is None:
                 raise
             self.task.uncancel()
-            log.warning("dropped a viewer that read nothing for %g s", self.watch.timeout)
+            log.warning("dropped a viewer that read nothing for %g s", self.viewers.timeout)
             # returning mid-stream: uvicorn closes the connection
         finally:
-            hub.viewers -= 1
-            self.watch.streams.discard(self)
+            self.viewers.streams.discard(self)
             gone.cancel()
 
     def drop(self) -> None:
@@ -125,14 +133,18 @@ class EventStream:
             self.task.cancel()
 
 
-class SendWatch:
-    """Drops the viewers that stopped reading: a send blocked for `timeout` seconds is
+class Viewers:
+    """The open streams of this process (the one count of viewers), and the watch that
+    drops the ones that stopped reading: a send blocked for `timeout` seconds is
     cancelled. One check now and then for the whole process, because a timer around
     every send (asyncio.timeout) cost a tenth of each delivery (docs/benchmarks.md)."""
 
     def __init__(self, timeout: float) -> None:
         self.timeout = timeout
         self.streams: set[EventStream] = set()
+
+    def __len__(self) -> int:
+        return len(self.streams)
 
     async def run(self) -> None:
         while True:
@@ -145,6 +157,13 @@ class SendWatch:
 async def _disconnected(receive: Receive) -> None:
     while (await receive())["type"] != "http.disconnect":
         pass
+
+
+async def end_streams_at_shutdown(hub: Hub) -> None:
+    """uvicorn waits for open responses before it stops (and before the lifespan ends):
+    when it begins to shut down, the hub's closing update ends every stream at once."""
+    await server_stopping()
+    hub.close()
 
 
 async def server_stopping(poll: float = 0.5) -> None:

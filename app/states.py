@@ -10,6 +10,8 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
+from app.schema import MAX_HINT, MAX_PRESENCE_TEXT, PresenceJSON, clean_text
+
 # ExtensionStatus "Status" codes (a bit mask in Asterisk) and the names we show.
 STATUS_STATES: dict[int, str] = {
     0: "idle",
@@ -84,8 +86,6 @@ EXTEN_RE = re.compile(r"[A-Za-z0-9_+*#.\-]{1,64}")
 CONTEXT_RE = re.compile(r"[A-Za-z0-9_.\-]{1,80}")
 DEVICE_RE = re.compile(r"[A-Za-z0-9_+*#.:/@\-]{1,128}")
 KEY_RE = re.compile(r"[A-Za-z0-9_+*#.\-]{1,64}@[A-Za-z0-9_.\-]{1,80}")
-MAX_HINT_LENGTH = 512
-_CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f]")
 
 
 class InvalidFrame(ValueError):
@@ -136,11 +136,6 @@ def is_valid_key(key: str) -> bool:
     return KEY_RE.fullmatch(key) is not None
 
 
-def clean_text(value: str, limit: int) -> str:
-    """Strip control characters and cap the length of a string from the PBX."""
-    return _CONTROL_CHARS.sub("", value)[:limit]
-
-
 def _field(frame: Mapping[str, str], name: str) -> str:
     value = frame.get(name)
     if not isinstance(value, str) or not value:
@@ -168,7 +163,7 @@ def parse_extension_status(frame: Mapping[str, str]) -> ExtensionState | Extensi
         raise InvalidFrame(f"non-numeric Status {raw[:20]!r}") from None
     if status == STATUS_REMOVED:
         return ExtensionRemoved(exten, context)
-    hint = clean_text(frame.get("Hint") or "", MAX_HINT_LENGTH)
+    hint = clean_text(frame.get("Hint"), MAX_HINT)
     return ExtensionState(exten, context, hint, status, state_name(status))
 
 
@@ -219,7 +214,6 @@ def status_from_devices(hint: str, devices: Mapping[str, str]) -> int | None:
 
 # Presence (func_presencestate): separate from the call state; a DND phone can still ring.
 PRESENCE_STATES: tuple[str, ...] = ("available", "away", "xa", "chat", "dnd", "unavailable", "not_set")
-MAX_PRESENCE_TEXT = 120
 
 
 @dataclass(frozen=True, slots=True)
@@ -230,7 +224,7 @@ class Presence:
     subtype: str = ""
     message: str = ""
 
-    def as_dict(self) -> dict[str, str]:
+    def as_dict(self) -> PresenceJSON:
         return {"state": self.state, "subtype": self.subtype, "message": self.message}
 
 
@@ -242,8 +236,8 @@ def parse_presence(frame: Mapping[str, str]) -> Presence:
         state = "not_set"
     return Presence(
         state,
-        clean_text((frame.get("Subtype") or "").strip(), MAX_PRESENCE_TEXT),
-        clean_text((frame.get("Message") or "").strip(), MAX_PRESENCE_TEXT),
+        clean_text(frame.get("Subtype"), MAX_PRESENCE_TEXT),
+        clean_text(frame.get("Message"), MAX_PRESENCE_TEXT),
     )
 
 
@@ -252,3 +246,34 @@ def hint_presentity(hint: str) -> str | None:
     _devices, sep, presence = hint.partition(",")
     presence = presence.strip()
     return presence if sep and presence and DEVICE_RE.fullmatch(presence) else None
+
+
+class HintIndex:
+    """Which extensions a device, a presentity or an extension number belongs to, read
+    off the hints. Built once per set of hints (rebuilt only when a hint changes): every
+    device state change and every call event looks it up."""
+
+    def __init__(self, states: Iterable[ExtensionState]) -> None:
+        self._keys: dict[str, list[str]] = {}
+        for state in states:
+            self._keys.setdefault(f"exten:{state.exten}", []).append(state.key)
+            presentity = hint_presentity(state.hint)
+            for name in (*hint_devices(state.hint), *([presentity] if presentity else [])):
+                self._keys.setdefault(name, []).append(state.key)
+
+    def keys_holding(self, device: str) -> list[str]:
+        """The extensions whose hint holds `device` (a phone, or a presentity)."""
+        return self._keys.get(device, [])
+
+    def keys_of_exten(self, exten: str) -> list[str]:
+        return self._keys.get(f"exten:{exten}", [])
+
+    def keys_of_phone(self, device: str) -> list[str]:
+        """The extensions a phone's calls belong to: those whose hint holds the device, or,
+        where no hint does (hints of Custom: lamps only), the extension named like the
+        endpoint (`PJSIP/101` -> 101), as FreePBX names its endpoints."""
+        keys = self.keys_holding(device)
+        if keys:
+            return keys
+        _tech, _, endpoint = device.partition("/")
+        return self.keys_of_exten(endpoint) if endpoint else []

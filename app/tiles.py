@@ -1,4 +1,5 @@
-"""Server-rendered HTML: a tile, the link banner, the page and the embed (jinja2).
+"""Server-rendered HTML: a tile (plain or out-of-band), the link banner, a whole view as
+a stream message, the page and the embed (jinja2).
 
 Everything that reaches a template is escaped by jinja2's autoescape: names and hints
 come from the phone network. Tile ids are derived from the extension key only, so a
@@ -15,6 +16,8 @@ from typing import Any
 
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from markupsafe import Markup
+
+from app.schema import CallJSON, ExtensionJSON, PresenceJSON
 
 TEMPLATES = Path(__file__).parent / "templates"
 
@@ -84,8 +87,9 @@ class Renderer:
         self._tile = self.env.get_template("tile.html")
         self._link = self.env.get_template("link.html")
         self._group = self.env.get_template("group.html")
+        self._whole = self.env.get_template("whole.html")
 
-    def tile(self, extension: Mapping[str, Any] | None, id_: str, exten: str, *, oob: bool) -> str:
+    def tile(self, extension: ExtensionJSON | None, id_: str, exten: str, *, oob: bool) -> str:
         """A tile as one line of HTML (an SSE data line needs no splitting then).
         `extension` None: an extension the PBX does not know (shown as unknown)."""
         tile = tile_context(extension, id_, exten)
@@ -94,6 +98,10 @@ class Renderer:
     def group(self, name: str, tiles_html: str) -> str:
         """A group's header and its tiles (tiles_html is ours, already escaped)."""
         return _one_line(self._group.render(name=name, tiles=Markup(tiles_html)))  # noqa: S704
+
+    def whole(self, link_html: str, tiles_html: str) -> str:
+        """A viewer's whole view as one stream message (both parts ours, already escaped)."""
+        return _one_line(self._whole.render(link=Markup(link_html), tiles=Markup(tiles_html)))  # noqa: S704
 
     def link(self, link: LinkState, *, oob: bool) -> str:
         context = {"state": link.state, "since": clock(link.since) if link.since else ""}
@@ -115,7 +123,7 @@ PRESENCE_LABELS: dict[str, str] = {
 CALL_STATE_LABELS: dict[str, str] = {"ringing": "ringing", "dialing": "calling", "up": "", "hold": "on hold"}
 
 
-def presence_context(presence: Mapping[str, Any] | None) -> dict[str, str] | None:
+def presence_context(presence: PresenceJSON | None) -> dict[str, str] | None:
     """Presence worth showing: not the default (available / not set)."""
     if not isinstance(presence, Mapping):
         return None
@@ -126,7 +134,7 @@ def presence_context(presence: Mapping[str, Any] | None) -> dict[str, str] | Non
     return {"state": state, "label": PRESENCE_LABELS[state], "message": message}
 
 
-def call_context(call: Mapping[str, Any]) -> dict[str, str]:
+def call_context(call: CallJSON) -> dict[str, str]:
     name, number = str(call.get("party_name") or ""), str(call.get("party_number") or "")
     party = f"{name} ({number})" if name and number and name != number else name or number or "unknown"
     since = float(call.get("since") or 0)
@@ -139,7 +147,7 @@ def call_context(call: Mapping[str, Any]) -> dict[str, str]:
     }
 
 
-def tile_context(extension: Mapping[str, Any] | None, id_: str, exten: str) -> dict[str, Any]:
+def tile_context(extension: ExtensionJSON | None, id_: str, exten: str) -> dict[str, Any]:
     if extension is None:
         return {
             "id": id_,

@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/plot.py docs/benchmarks.json docs/benchmarks.png
 
-Needs matplotlib (`pip install -e .[bench]`); bench/fanout.py imports it only for `--plot`.
+Needs matplotlib (`pip install -e .[bench]`); `python -m bench.fanout` imports it only for `--plot`.
 """
 
 from __future__ import annotations

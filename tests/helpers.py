@@ -1,4 +1,5 @@
-"""Small helpers the tests share: a raw AMI client and waiting on the store."""
+"""Small helpers the tests share: waiting on the store, a Setvar over its own AMI session
+(app.sim.client.AmiClient, which the tests also import from here), an SSE reader."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+from app.sim.client import AmiClient
 from app.store import SnapshotStore
 
 Snapshot = dict[str, Any]
@@ -42,46 +44,6 @@ def summary(snapshot: Snapshot | None) -> str:
 
 def states_of(snapshot: Snapshot) -> dict[str, str]:
     return {v["exten"]: v["state"] for v in snapshot["extensions"].values()}
-
-
-class AmiClient:
-    """A bare AMI client over TCP, the way a script or another tool drives a PBX."""
-
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.reader, self.writer = reader, writer
-        self._ids = 0
-
-    @classmethod
-    async def login(cls, port: int, username: str = "blf", secret: str = "blfsecret") -> AmiClient:
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        client = cls(reader, writer)
-        await asyncio.wait_for(reader.readline(), 5)  # banner
-        reply = await client.action("Login", Username=username, Secret=secret, Events="off")
-        assert reply.get("Response") == "Success", reply
-        return client
-
-    async def action(self, name: str, **fields: str) -> dict[str, str]:
-        """Send one action and return its first reply (events off, so it is the reply)."""
-        self._ids += 1
-        lines = [f"Action: {name}", f"ActionID: t-{self._ids}"] + [f"{k}: {v}" for k, v in fields.items()]
-        self.writer.write(("\r\n".join(lines) + "\r\n\r\n").encode())
-        await self.writer.drain()
-        while True:
-            raw = await asyncio.wait_for(self.reader.readuntil(b"\r\n\r\n"), 5)
-            frame = dict(line.split(": ", 1) for line in raw.decode().split("\r\n") if ": " in line)
-            if frame.get("ActionID") == f"t-{self._ids}":
-                return frame
-
-    async def setvar(self, device: str, value: str) -> None:
-        reply = await self.action("Setvar", Variable=f"DEVICE_STATE({device})", Value=value)
-        assert reply.get("Response") == "Success", reply
-
-    async def close(self) -> None:
-        self.writer.close()
-        try:
-            await self.writer.wait_closed()
-        except OSError:
-            pass
 
 
 async def setvar(port: int, device: str, value: str) -> None:

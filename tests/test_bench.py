@@ -1,20 +1,19 @@
-"""The fan-out benchmark (bench/fanout.py): its smoke run end to end, and the parts that turn
-bytes on the wire into latencies."""
+"""The fan-out benchmark (`python -m bench.fanout`): its smoke run end to end, and the parts
+that turn bytes on the wire into latencies."""
 
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import json
 import subprocess
 import sys
 from pathlib import Path
-from types import ModuleType
 
 import pytest
 
+from bench.fanout import drive, report, viewers
+
 ROOT = Path(__file__).resolve().parent.parent
-BENCH = ROOT / "bench" / "fanout.py"
 FIELDS = {
     "mode",
     "viewers",
@@ -33,23 +32,11 @@ FIELDS = {
 }
 
 
-def load_fanout() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("fanout", BENCH)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["fanout"] = module  # dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
-
-
-fanout = load_fanout()
-
-
 @pytest.mark.timeout(120)
 def test_smoke_run_measures_both_modes(tmp_path: Path) -> None:
     out = tmp_path / "fanout.json"
     done = subprocess.run(
-        [sys.executable, str(BENCH), "--smoke", "--json", str(out)],
+        [sys.executable, "-m", "bench.fanout", "--smoke", "--json", str(out)],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -75,7 +62,7 @@ def test_smoke_run_measures_both_modes(tmp_path: Path) -> None:
 
 
 def test_plan_alternates_each_extension_and_spreads_them() -> None:
-    plan = fanout.plan_changes(["100", "101", "102"], 9, seed=3)
+    plan = drive.plan_changes(["100", "101", "102"], 9, seed=3)
     assert sorted(exten for exten, _ in plan[:3]) == ["100", "101", "102"]
     assert plan[:3] == [(exten, "INUSE") for exten, _ in plan[:3]]
     assert plan[3:6] == [(exten, "NOT_INUSE") for exten, _ in plan[:3]]
@@ -83,24 +70,24 @@ def test_plan_alternates_each_extension_and_spreads_them() -> None:
 
 
 def test_histogram_percentiles() -> None:
-    histogram = fanout.Histogram()
+    histogram = report.Histogram()
     histogram.add_many([i / 1000 for i in range(1, 101)])  # 1 ms .. 100 ms
     assert histogram.count == 100
     assert histogram.percentile_ms(50) == pytest.approx(50, abs=0.2)
     assert histogram.percentile_ms(99) == pytest.approx(99, abs=0.2)
     assert histogram.max == pytest.approx(0.1)
-    merged = fanout.Histogram()
+    merged = report.Histogram()
     merged.merge(json.loads(json.dumps(histogram.to_json())))
     assert merged.count == 100 and merged.percentile_ms(50) == histogram.percentile_ms(50)
-    assert fanout.Histogram().percentile_ms(50) is None
+    assert report.Histogram().percentile_ms(50) is None
 
 
 def sends(*items: tuple[float, str, str]) -> list:
-    return [fanout.Send(*item) for item in items]
+    return [drive.Send(*item) for item in items]
 
 
 def test_a_tile_is_matched_to_the_latest_send_of_its_state() -> None:
-    index = fanout.SendIndex(sends((1.0, "100", "inuse"), (2.0, "100", "idle"), (3.0, "100", "inuse")))
+    index = report.SendIndex(sends((1.0, "100", "inuse"), (2.0, "100", "idle"), (3.0, "100", "inuse")))
     assert index.latest_before("100", "inuse", 0.5) is None  # the state from before the run
     assert index.latest_before("100", "inuse", 2.5) == 0
     assert index.latest_before("100", "inuse", 3.0) == 2
@@ -124,8 +111,8 @@ def test_sse_viewer_parses_chunked_messages_split_anywhere() -> None:
     wire = head + b"".join(b"%x\r\n%s\r\n" % (len(m), m) for m in messages)
 
     async def feed() -> tuple[object, object]:
-        shared = fanout.Shared()
-        viewer = fanout.SseViewer(shared)
+        shared = viewers.Shared()
+        viewer = viewers.SseViewer(shared)
         for start in range(0, len(wire), 7):  # 7-byte reads: every boundary splits something
             viewer.data_received(wire[start : start + 7])
         assert viewer.ready.done()
@@ -134,17 +121,17 @@ def test_sse_viewer_parses_chunked_messages_split_anywhere() -> None:
     viewer, shared = asyncio.run(feed())
     pieces = sorted(shared.pieces, key=shared.pieces.__getitem__)
     assert len(viewer.messages) == 3 and len(pieces) == 3
-    assert [fanout.TILE_RE.findall(piece) for piece in pieces] == [
+    assert [report.TILE_RE.findall(piece) for piece in pieces] == [
         [(b"100", b"idle"), (b"101", b"idle")],
         [(b"100", b"inuse")],
         [(b"101", b"inuse"), (b"100", b"idle")],
     ]
-    index = fanout.SendIndex(sends((0.0, "100", "inuse"), (0.0, "101", "inuse"), (0.0, "100", "idle")))
+    index = report.SendIndex(sends((0.0, "100", "inuse"), (0.0, "101", "inuse"), (0.0, "100", "idle")))
     # judged as if each message had been first seen at time 1: the full view before the
     # run shows nothing we sent; the others show sends 0, then 1 and 2
-    sends_of = fanout.sse_message_sends(pieces, [-1.0, 1.0, 1.0], index)
+    sends_of = report.sse_message_sends(pieces, [-1.0, 1.0, 1.0], index)
     assert sends_of == [[], [0], [1, 2]]
-    first = fanout.first_deliveries([0.5, 1.2, 1.5, 1.9], [0, 1, 2, 1], sends_of, index.times)
+    first = report.first_deliveries([0.5, 1.2, 1.5, 1.9], [0, 1, 2, 1], sends_of, index.times)
     assert first == pytest.approx({0: 1.2, 1: 1.5, 2: 1.5})
 
 
@@ -160,7 +147,7 @@ def snapshot(version: int, **extensions: tuple[str, int]) -> bytes:
 
 
 def test_a_poll_shows_the_changes_newer_than_the_poll_before() -> None:
-    index = fanout.SendIndex(sends((10.0, "100", "inuse"), (10.5, "101", "inuse"), (12.0, "100", "idle")))
+    index = report.SendIndex(sends((10.0, "100", "inuse"), (10.5, "101", "inuse"), (12.0, "100", "idle")))
     bodies = {
         1: snapshot(1, **{"100": ("idle", 1), "101": ("idle", 1)}),
         2: snapshot(2, **{"100": ("inuse", 2), "101": ("idle", 1)}),
@@ -168,21 +155,21 @@ def test_a_poll_shows_the_changes_newer_than_the_poll_before() -> None:
         4: snapshot(4, **{"100": ("idle", 4), "101": ("inuse", 3)}),
     }
     seen = {1: 5.0, 2: 10.2, 3: 10.9, 4: 12.3}
-    changes_of = fanout.snapshot_changes(bodies, seen, index)
+    changes_of = report.snapshot_changes(bodies, seen, index)
     assert changes_of[1] == []
     assert changes_of[3] == [(3, 1), (2, 0)]  # (change version, send), newest first
     assert changes_of[4] == [(4, 2), (3, 1)]
     # polls at 9 (baseline), 11 (version 3), 11.5 (same), 13 (version 4)
-    first = fanout.first_poll_deliveries([9.0, 11.0, 11.5, 13.0], [1, 3, 3, 4], changes_of, index.times)
+    first = report.first_poll_deliveries([9.0, 11.0, 11.5, 13.0], [1, 3, 3, 4], changes_of, index.times)
     assert first == pytest.approx({0: 1.0, 1: 0.5, 2: 1.0})
     # a viewer that first polled after the first change counts it from its baseline: not shown
-    late = fanout.first_poll_deliveries([10.3, 13.0], [2, 4], changes_of, index.times)
+    late = report.first_poll_deliveries([10.3, 13.0], [2, 4], changes_of, index.times)
     assert late == pytest.approx({1: 2.5, 2: 1.0})
 
 
 def test_markdown_table_rows() -> None:
     run = {"mode": "sse", "viewers": 1000, "rate": 50.0, "workers": 1, "p50_ms": 12.34, "valid": True}
-    table = fanout.markdown_table([run]).splitlines()
+    table = report.markdown_table([run]).splitlines()
     assert table[0].startswith("| mode | N | R/s | W | p50 ms")
     assert table[2].startswith("| sse | 1,000 | 50 | 1 | 12.3 | – |")
     assert table[2].endswith("| yes |")

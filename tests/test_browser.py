@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 from playwright.async_api import Browser, BrowserContext, ConsoleMessage, Page, expect
 
-from app.simulator import Simulator
+from app.sim import Simulator
 from tests.helpers import AmiClient, named, setvar
 
 EXTENSIONS = [str(n) for n in range(100, 120)]

@@ -11,11 +11,13 @@ from pathlib import Path
 
 import pytest
 
-from app.collector import AmiProtocol, AmiTarget, Collector
-from app.runtime import background
-from app.simulator import Simulator
+from app.ami import AmiProtocol, AmiTarget
+from app.collector import Collector
+from app.sim import Simulator
 from app.states import DEVICE_TO_STATUS, STATUS_TEXT, state_name
-from app.store import MemcachedStore, MemoryStore, SnapshotStore
+from app.store import MemoryStore, SnapshotStore
+from app.store.memcached import MemcachedStore
+from app.tasks import background
 from tests.helpers import AmiClient, LogWatch, states_of, summary, wait_for_snapshot
 
 TRANSCRIPTS = Path(__file__).parent / "fixtures" / "ami"

@@ -7,7 +7,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from app.collector import AmiProtocol, AmiTarget, Collector
+from app.ami import AmiProtocol, AmiTarget
+from app.collector import Collector
 from app.details import DetailTracker
 from app.directory import parse_directory
 from app.snapshot import PbxPicture
@@ -134,7 +135,7 @@ async def test_a_panel_started_mid_call_shows_the_call(panel) -> None:
     """The collector rebuilds calls in progress from CoreShowChannels at login."""
     import httpx
 
-    from app.simulator import Simulator
+    from app.sim import Simulator
 
     async with Simulator(["100", "101", "102"], port=0, names={"100": "Anna", "101": "Boris"}) as sim:
         call = sim.place_call("100", "101")

@@ -10,8 +10,9 @@ from typing import Any
 import pytest
 
 from app.hub import ALL, Hub, View
-from app.runtime import background
+from app.sse import encode
 from app.store import MemoryStore, Publication
+from app.tasks import background
 from app.tiles import Renderer
 from tests.helpers import tile_ids_in
 
@@ -42,6 +43,10 @@ def snapshot(version: int, states: dict[str, str], connected: bool = True) -> di
                 "state": state,
                 "changed_at": 1000.0,
                 "version": 1,  # as the collector publishes it: the same until the state changes
+                "name": "",
+                "groups": [],
+                "presence": None,
+                "calls": [],
             }
             for exten, state in states.items()
         },
@@ -64,7 +69,7 @@ class Harness:
 @pytest.fixture
 async def harness() -> AsyncIterator[Harness]:
     store = MemoryStore()
-    hub = Hub(store, CountingRenderer(), heartbeat=3600)
+    hub = Hub(store, CountingRenderer(), encode, heartbeat=3600)
     async with background(hub.run(), "hub-under-test"):
         h = Harness(store, hub)
         await h.publish(1, {"100": "idle", "101": "idle", "102": "idle"})
@@ -187,7 +192,7 @@ async def test_the_hub_catches_up_from_the_changes_key_not_the_snapshot() -> Non
         return ExtensionState(exten, "ext-local", f"Custom:{exten}", status, "inuse" if status else "idle")
 
     store = SnapshotCountingStore()
-    hub = Hub(store, Renderer(), heartbeat=3600)
+    hub = Hub(store, Renderer(), encode, heartbeat=3600)
     picture = PbxPicture(started_at=0.0)
     picture.replace_all([state("100", 0), state("101", 0)], now=1.0)
     picture.set_link(True, 1.0)
@@ -204,11 +209,12 @@ async def test_the_hub_catches_up_from_the_changes_key_not_the_snapshot() -> Non
         picture.apply(state("101", 1), now=2.0)
         await publish(2)
         assert store.snapshot_reads == 1, "a change must not cost a read of the whole snapshot"
-        assert "state-inuse" in hub.tiles["101@ext-local"] and "state-idle" in hub.tiles["100@ext-local"]
+        assert list(hub.head.tiles) == ["101@ext-local"] and "state-inuse" in hub.head.tiles["101@ext-local"]
+        assert 'id="ext-100" class="tile state-idle"' in hub.whole_view(ALL)
         assert tile_ids_in(hub.head.tiles["101@ext-local"]) == ["ext-101"] and len(hub.head.tiles) == 1
         picture.replace_all([state("100", 0), state("101", 1), state("102", 1)], now=3.0)
         await publish(3)  # a new extension: the whole snapshot
-        assert store.snapshot_reads == 2 and hub.head.full and "102@ext-local" in hub.tiles
+        assert store.snapshot_reads == 2 and hub.head.full and "102@ext-local" in hub.head.tiles
 
 
 async def test_viewers_connecting_at_once_share_one_whole_view(harness: Harness) -> None:

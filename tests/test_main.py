@@ -7,7 +7,7 @@ import json
 import httpx
 import pytest
 
-from app.simulator import Simulator
+from app.sim import Simulator
 from tests.helpers import tile_ids_in
 
 DEMO = {"AMI_HOST": "", "MEMCACHED_URL": "", "DEMO_EXTENSIONS": "100-109", "DEMO_CHURN": "0"}

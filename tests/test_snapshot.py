@@ -120,7 +120,7 @@ def test_details_change_without_touching_the_lamp() -> None:
     picture.publication(1, now=1.0, full=False)
     assert picture.set_details("100@ext-local", name="Anna", groups=("Sales",))
     assert not picture.set_details("100@ext-local", name="Anna")
-    assert picture.keys_holding("CustomPresence:100") == ["100@ext-local"]
+    assert picture.index.keys_holding("CustomPresence:100") == ["100@ext-local"]
     picture.set_details("100@ext-local", presence=Presence("dnd", "meeting", "until 3pm"))
     pub = picture.publication(2, now=5.0, full=False)
     extension = json.loads(pub.changed["100@ext-local"])

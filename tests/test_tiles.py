@@ -130,10 +130,11 @@ def test_tile_has_one_root_with_id_class_and_label(renderer: Renderer) -> None:
     assert "\n" not in html  # one SSE data line
 
 
-def test_tile_starts_with_article_so_the_hub_can_add_oob(renderer: Renderer) -> None:
-    # hub._oob inserts the attribute right after the first "<article"
-    assert renderer.tile(extension(), "ext-105", "105", oob=False).startswith("<article ")
-    assert renderer.tile(None, "ext-7", "7", oob=False).startswith("<article ")
+def test_whole_view_message_swaps_the_tiles_and_the_link(renderer: Renderer) -> None:
+    tile = renderer.tile(extension(), "ext-105", "105", oob=False)
+    html = renderer.whole('<div id="link"></div>', tile)
+    assert html.startswith('<div id="link"></div> <main id="tiles" hx-swap-oob="innerHTML">')
+    assert tile in html and html.endswith("</main>") and "\n" not in html
 
 
 def test_oob_adds_hx_swap_oob(renderer: Renderer) -> None:

@@ -10,9 +10,10 @@ import sys
 from pathlib import Path
 
 import httpx
+import pytest
 
-from app.simulator import Simulator
-from app.store import MemcachedStore
+from app.sim import Simulator
+from app.store.memcached import MemcachedStore
 from tests.helpers import SseClient, setvar, wait_for_snapshot
 
 EXTENSIONS = [str(n) for n in range(100, 110)]
@@ -91,7 +92,7 @@ async def ended(pid: int, timeout: float = 20.0) -> None:
 
 async def holder_pid(store: MemcachedStore) -> int:
     """The pid in the collector lease (owner `host:pid:random`)."""
-    holder = await store.lease_holder()
+    holder = await store.lease.holder()
     assert holder is not None, "nobody holds the collector lease"
     return int(holder.split(":")[1])
 
@@ -131,8 +132,19 @@ async def test_two_hosts_one_collector_and_takeover(blf, free_port, memcached) -
             await store.close()
 
 
+def workers_of(serve_pid: int) -> list[int]:
+    """uvicorn's worker processes (multiprocessing spawn) under serve."""
+    return [child for child in children_of(serve_pid) if "--multiprocessing-fork" in command_of(child)]
+
+
+def resource_tracker_of(serve_pid: int) -> list[int]:
+    """multiprocessing's resource tracker, which spawning the workers starts under serve."""
+    return [child for child in children_of(serve_pid) if "resource_tracker" in " ".join(command_of(child))]
+
+
 async def test_workers_2_share_one_ami_session(blf, free_port, memcached) -> None:
-    """The collector is neither serve's own process nor a worker but a `collect` child."""
+    """The collector is neither serve's own process nor a worker but a `collect` child;
+    SIGTERM to serve stops all of them."""
     store = MemcachedStore(memcached.host, memcached.port, prefix="w:")
     async with Simulator(EXTENSIONS, port=0) as sim:
         port = free_port()
@@ -146,9 +158,7 @@ async def test_workers_2_share_one_ami_session(blf, free_port, memcached) -> Non
         finally:
             await store.close()
         assert is_collect_child(pid, serve.proc.pid)
-        workers = [
-            child for child in children_of(serve.proc.pid) if "--multiprocessing-fork" in command_of(child)
-        ]
+        workers = workers_of(serve.proc.pid)
         assert len(workers) == 2 and pid not in workers
         async with SseClient(f"{url}/events") as first, SseClient(f"{url}/events") as second:
             await first.next_with('id="ext-109"', timeout=10)
@@ -159,6 +169,35 @@ async def test_workers_2_share_one_ami_session(blf, free_port, memcached) -> Non
                 change = await stream.next_with("state-ringing")
                 assert 'id="ext-107" class="tile state-ringing"' in change["data"]
         assert sim.logins == 2
+        tracker = resource_tracker_of(serve.proc.pid)
+        assert serve.terminate(timeout=30) == 0
+        for process in (*workers, pid, *tracker):
+            await ended(process)
+
+
+async def test_serve_killed_takes_its_workers_along(blf, free_port, memcached) -> None:
+    """SIGKILL of `serve --workers 2`: the workers, which the kernel tells of serve's death
+    (PR_SET_PDEATHSIG), the resource tracker and the collector end, and the port is free."""
+    store = MemcachedStore(memcached.host, memcached.port, prefix="w:")
+    async with Simulator(EXTENSIONS, port=0) as sim:
+        port = free_port()
+        serve = blf(
+            "serve", "--host", "127.0.0.1", "--port", str(port), "--workers", "2", env=env(sim, memcached)
+        )
+        url = f"http://127.0.0.1:{port}"
+        try:
+            await healthy(url)
+            collector = await holder_pid(store)
+        finally:
+            await store.close()
+        workers, tracker = workers_of(serve.proc.pid), resource_tracker_of(serve.proc.pid)
+        assert len(workers) == 2 and len(tracker) == 1
+        serve.kill()
+        for process in (*workers, *tracker, collector):
+            await ended(process)
+        async with httpx.AsyncClient() as client:
+            with pytest.raises(httpx.ConnectError):
+                await client.get(f"{url}/healthz")
 
 
 async def test_serve_restarts_its_collector_process(blf, free_port, memcached) -> None:

@@ -1,0 +1,1 @@
+"""Tests of app.store, one file per module: contract, memory, memcached, lease."""
