@@ -1,6 +1,7 @@
 """The AMI session over panoramisk: framing we can trust, login, list actions, replies
-that fail when the link dies. No policy: when to connect, what to ask and what to do with
-the answers is the collector's.
+that fail when the link dies, and the PBX's own word that it has booted. No policy: when to
+connect, what to ask and what to do with the answers is the collector's. Do not break: an
+error reply is an `ActionFailed`, never an empty list (a booting PBX answers errors).
 
 panoramisk 1.4 internals we rely on, each because its public API cannot do the job
 (checked against 1.4; its unreleased 1.5 changes `send_action`'s return type):
@@ -15,12 +16,17 @@ panoramisk 1.4 internals we rely on, each because its public API cannot do the j
   them; the collector decides both.
 - `Action.completed` (`ListAction`): panoramisk ends a list only at an event whose name
   ends in "Complete"; Asterisk's own end marker is `EventList: Complete`.
+- `Manager.dispatch` is extended and panoramisk's own `FullyBooted` handler removed: it
+  would start an unowned task to resend actions parked on a dead link (we park none), and
+  the `FullyBooted` Asterisk writes right after the login reply is dispatched before anyone
+  outside could register for it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,6 +39,14 @@ log = logging.getLogger(__name__)
 
 MAX_FRAME_BYTES = 64 * 1024  # a real AMI frame is a few hundred bytes
 ACTION_TIMEOUT = 30.0  # a full list of thousands of hints still arrives within this
+# Asterisk's answer to an action no loaded module has registered (manager.c process_message):
+# during a boot, until the module that brings it is loaded.
+UNKNOWN_ACTION = "Invalid/unknown command"
+# manager.c: no `write` permission for the action's class; also, for a moment, an action whose
+# module is registered but not yet running.
+PERMISSION_DENIED = "Permission denied"
+# ast_true()/ast_false() words: an `Events:` value that is one of them means all or nothing.
+_ALL_OR_NOTHING = frozenset({"yes", "true", "y", "t", "1", "on", "no", "false", "n", "f", "0", "off"})
 
 
 @dataclass(frozen=True)
@@ -48,9 +62,26 @@ class AmiTarget:
     ping_timeout: float = 3.0
     reconnect_max: float = 30.0
     auth_retry: float = 60.0
+    boot_wait: float = 60.0
+
+    @property
+    def address(self) -> str:
+        """`host:port`, an IPv6 address in brackets; nothing about who logs in."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{host}:{self.port}"
 
     def __str__(self) -> str:
-        return f"{self.username}@{self.host}:{self.port}"
+        return f"{self.username}@{self.address}"
+
+
+def login_events(events: str) -> str:
+    """The `Events:` of the login: AMI_EVENTS plus `system`, the class of `FullyBooted`
+    (manager.c action_login sends it only to a session whose events hold system; the
+    user also needs `read = system`). "on"/"off" and their like already say all or none."""
+    classes = events.split(",")
+    if events.lower() in _ALL_OR_NOTHING or "system" in classes or "all" in classes:
+        return events
+    return f"{events},system"
 
 
 class LoginRefused(Exception):
@@ -59,6 +90,40 @@ class LoginRefused(Exception):
 
 class LinkLost(Exception):
     """The AMI connection closed, or the PBX stopped answering."""
+
+
+class ActionFailed(Exception):
+    """The PBX answered an action with `Response: Error`."""
+
+    def __init__(self, action: str, message: str) -> None:
+        super().__init__(f"{action}: {message}")
+        self.action = action
+        self.message = message
+
+    @property
+    def unavailable(self) -> bool:
+        """The action cannot run here now (not loaded yet, or not allowed), as opposed to
+        an answer about what was asked (no such endpoint, no such database entry)."""
+        return self.message.startswith(UNKNOWN_ACTION) or self.message.startswith(PERMISSION_DENIED)
+
+
+def link_error(error: BaseException) -> str:
+    """Why the PBX cannot be reached, in a few words for every viewer's banner: from the
+    kind of error only, never from what the PBX said or the settings hold (no user name,
+    no secret)."""
+    if isinstance(error, LoginRefused):
+        return "login refused"
+    if isinstance(error, ConnectionRefusedError):
+        return "connection refused"
+    if isinstance(error, socket.gaierror):
+        return "host name not found"
+    if isinstance(error, TimeoutError):
+        return "no answer"
+    if isinstance(error, LinkLost):
+        return "connection closed"
+    if isinstance(error, OSError) and error.strerror:
+        return " ".join(error.strerror.lower().split())[:80]
+    return type(error).__name__
 
 
 class AmiProtocol(AMIProtocol):
@@ -126,7 +191,9 @@ class ListAction(Action):
 
 class AmiSession(Manager):
     """One AMI connection. Unlike a plain panoramisk Manager it never reconnects by
-    itself and never pings on its own: the `Collector` owns both decisions."""
+    itself and never pings on its own: the `Collector` owns both decisions. `booted` is
+    done once the PBX has said `FullyBooted` on this connection (at login, or when a boot
+    in progress ends)."""
 
     def __init__(self, target: AmiTarget) -> None:
         super().__init__(
@@ -134,12 +201,25 @@ class AmiSession(Manager):
             port=target.port,
             username=target.username,
             secret=target.secret,
-            events=target.events,
+            events=login_events(target.events),
             protocol_factory=AmiProtocol,
             loop=asyncio.get_running_loop(),
             ping_delay=0,
         )
+        self.callbacks["FullyBooted"].remove(self.send_awaiting_actions)
         self.lost: asyncio.Future[None] = self.loop.create_future()
+        self.booted: asyncio.Future[None] = self.loop.create_future()
+
+    @property
+    def arrivals(self) -> int:
+        """Frames received so far on this connection (any frame: a sign of life)."""
+        protocol = self.protocol
+        return protocol.arrivals if isinstance(protocol, AmiProtocol) else 0
+
+    def dispatch(self, event: Message) -> list[str]:
+        if event.event == "FullyBooted" and not self.booted.done():
+            self.booted.set_result(None)
+        return super().dispatch(event)  # type: ignore[no-any-return]
 
     async def open(self, timeout: float) -> None:
         """Connect and log in; raises OSError, TimeoutError or LoginRefused."""
@@ -158,27 +238,32 @@ class AmiSession(Manager):
     async def request(self, action: dict[str, str], timeout: float = ACTION_TIMEOUT) -> Any:
         return await self.request_future(self.send_action(Action(action)), timeout)
 
-    async def request_list(
-        self, name: str, timeout: float = ACTION_TIMEOUT, quiet: bool = False, **fields: str
-    ) -> list[Message]:
-        """The items of a list action; an error reply (e.g. no hints at all) gives []."""
+    async def request_list(self, name: str, timeout: float = ACTION_TIMEOUT, **fields: str) -> list[Message]:
+        """The items of a list action; raises ActionFailed when the PBX answers an error
+        (an action not loaded yet during a boot, no hints at all, no such endpoint)."""
         action = ListAction({"Action": name, **fields})
         reply = await self.request_future(self.send_action(action), timeout)
         if isinstance(reply, list):
             return [m for m in reply if "event" in m and str(m.get("EventList", "")).lower() != "complete"]
         if not reply.success:
-            log.log(logging.DEBUG if quiet else logging.WARNING, "AMI %s failed: %s", name, reply.message)
+            raise ActionFailed(name, str(reply.message or ""))
         return []
 
     async def request_future(self, future: asyncio.Future[Any], timeout: float) -> Any:
-        """Wait for an action's reply, but give up when the link is lost or times out
-        (panoramisk parks actions of a dead connection instead of failing them)."""
-        done, _ = await asyncio.wait({future, self.lost}, timeout=timeout, return_when="FIRST_COMPLETED")
-        if future in done:
-            return future.result()
-        if self.lost in done:
-            raise LinkLost("connection closed")
-        raise TimeoutError(f"no answer within {timeout:g}s")
+        """Wait for an action's reply, but give up when the link is lost, or when nothing at
+        all arrived for `timeout` seconds (panoramisk parks actions of a dead connection
+        instead of failing them). A PBX still sending a long list before our reply is busy,
+        not silent: 10,000 hints are about 1.5 MB, seconds over a slow link."""
+        seen = self.arrivals
+        while True:
+            done, _ = await asyncio.wait({future, self.lost}, timeout=timeout, return_when="FIRST_COMPLETED")
+            if future in done:
+                return future.result()
+            if self.lost in done:
+                raise LinkLost("connection closed")
+            if self.arrivals == seen:
+                raise TimeoutError(f"no answer within {timeout:g}s")
+            seen = self.arrivals
 
     def ping(self) -> None:  # panoramisk's own pinger: never needed, the Collector pings
         pass

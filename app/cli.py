@@ -9,15 +9,17 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import importlib.metadata
 import inspect
 import logging
 import os
 import signal
 import sys
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, TextIO
+from typing import Any, NoReturn, TextIO
 
 from app.collector import Collector
+from app.metrics import Metrics, multiprocess_dir, serve_metrics
 from app.runtime import lead_or_follow, lease_owner, running_collector, store_from
 from app.settings import Settings, SettingsError, load_settings, parse_extension_range
 from app.store import MemoryStore, StoreUnavailable
@@ -33,7 +35,7 @@ class UsageError(Exception):
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(argv)  # a mistake: the usage of the command and one line, exit 2
     try:
         settings = load_settings()
     except SettingsError as error:
@@ -53,9 +55,43 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, with a mistake shown against the command it was made in: that command's
+    usage on one line, then one line saying what is wrong (exit 2)."""
+
+    commands: argparse._SubParsersAction[_Parser] | None = None
+
+    def add_subparsers(self, **kwargs: Any) -> argparse._SubParsersAction[_Parser]:
+        self.commands = super().add_subparsers(**kwargs)
+        return self.commands
+
+    def parse_args(self, args: Sequence[str] | None = None, namespace: Any = None) -> Any:
+        parsed, unknown = self.parse_known_args(args, namespace)
+        if unknown:
+            # argparse hands a command's unknown options (`serve --prot`) up to the top-level
+            # parser, which would show its own usage: show the command's instead.
+            commands = self.commands
+            chosen = commands.choices.get(getattr(parsed, commands.dest, "")) if commands else None
+            (chosen or self).error(f"unrecognized arguments: {' '.join(unknown)}")
+        return parsed
+
+    def error(self, message: str) -> NoReturn:
+        usage = " ".join(self.format_usage().split())  # one line, whatever the terminal width
+        self.exit(2, f"{usage}\n{self.prog}: error: {message}\n")
+
+
+def _version() -> str:
+    """The installed package's version (`blf-panel --version`)."""
+    try:
+        return importlib.metadata.version("blf-panel")
+    except importlib.metadata.PackageNotFoundError:  # a source tree never installed
+        return "(not installed)"
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="blf-panel", description=__doc__.splitlines()[0])
-    commands = parser.add_subparsers(required=True, metavar="COMMAND")
+    parser = _Parser(prog="blf-panel", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"blf-panel {_version()}")
+    commands = parser.add_subparsers(required=True, metavar="COMMAND", dest="subcommand")
 
     simulate = commands.add_parser("simulate", help="run an AMI server that plays an Asterisk PBX")
     simulate.add_argument("--host", default="127.0.0.1")
@@ -83,6 +119,10 @@ def _parser() -> argparse.ArgumentParser:
     watch = commands.add_parser("watch", help="print every extension and follow changes")
     watch.add_argument("--once", action="store_true", help="print the table once and exit")
     watch.add_argument("--json", action="store_true", help="JSON instead of a table")
+
+    check = commands.add_parser("check", help="before going live: what the PBX and memcached give the panel")
+    check.add_argument("--wait", type=float, default=10.0, help="seconds to wait for events (default 10)")
+    check.set_defaults(command=check_command)
     watch.set_defaults(command=watch_command)
     return parser
 
@@ -160,13 +200,19 @@ def serve_command(settings: Settings, args: argparse.Namespace) -> int:
             "through memcached (the in-process store cannot be shared)"
         )
     where = "the demo PBX (built-in simulator)" if settings.demo else f"the PBX at {settings.ami_host}"
-    shown_host = "127.0.0.1" if host in ("0.0.0.0", "::") else host
+    shown_host = "127.0.0.1" if host in ("0.0.0.0", "::") else f"[{host}]" if ":" in host else host
     print(f"blf-panel: panel at http://{shown_host}:{port}{root_path}/ showing {where}", flush=True)
     # uvicorn raises the SIGTERM it caught again once it has shut down; left at its default,
     # that kills this process before the collector process below is stopped. Like Ctrl-C, it
     # now just ends uvicorn.run, and serve exits 0.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     with contextlib.ExitStack() as stack:
+        if settings.metrics_listen:
+            # Every worker and the collector child count into files of one directory, and
+            # serve shows their sum; the children must not bind the metrics address too.
+            stack.enter_context(multiprocess_dir())
+            os.environ["METRICS_LISTEN"] = ""
+            stack.callback(_serve_metrics(settings.metrics_listen, None).shutdown)
         if settings.collector and settings.memcached_url:
             stack.enter_context(CollectorProcess(env=os.environ.copy()))  # stopped when we return
             # The workers read their settings from this environment, each in its own process.
@@ -209,18 +255,30 @@ def worker_app() -> Any:
 
 
 async def collect_command(settings: Settings, args: argparse.Namespace) -> int:
+    metrics = Metrics()
+    # As serve's child it counts into serve's files (METRICS_LISTEN is emptied for it).
+    server = _serve_metrics(settings.metrics_listen, metrics) if settings.metrics_listen else None
     store = store_from(settings)
     if isinstance(store, MemoryStore):
         log.warning("MEMCACHED_URL is empty: states stay inside this process; set it to share them")
     try:
         if isinstance(store, MemoryStore):
-            async with running_collector(settings, store):
+            async with running_collector(settings, store, metrics=metrics):
                 await asyncio.Future()  # until a signal cancels us
         else:  # take the lease like a serving host would: web hosts see it held
-            await lead_or_follow(settings, store, lease_owner())
+            await lead_or_follow(settings, store, lease_owner(), metrics=metrics)
     finally:
         await store.close()
+        if server is not None:
+            server.shutdown()
     return 0
+
+
+def _serve_metrics(listen: tuple[str, int], metrics: Metrics | None) -> Any:
+    try:
+        return serve_metrics(listen, metrics)
+    except OSError as error:
+        raise UsageError(f"METRICS_LISTEN {listen[0]}:{listen[1]}: {error.strerror or error}") from None
 
 
 async def watch_command(settings: Settings, args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
@@ -267,6 +325,22 @@ async def watch_command(settings: Settings, args: argparse.Namespace, out: TextI
             view.show(snapshot)
             if args.once:
                 return 0
+
+
+async def check_command(settings: Settings, args: argparse.Namespace) -> int:
+    """Log in as the collector would, try every action, wait for events, check memcached;
+    print what works and what does not with the fix; exit 1 when the panel lacks something."""
+    from app.check import CheckFailed, run_check  # only this command probes
+
+    if settings.demo:
+        raise UsageError("check needs AMI_HOST: with it empty the panel runs its own demo PBX")
+    if not 0 <= args.wait <= 3600:
+        raise UsageError("--wait must be 0 to 3600 seconds")
+    try:
+        return await run_check(settings, wait=args.wait, out=sys.stdout)
+    except CheckFailed as error:
+        print(f"blf-panel: {error}", file=sys.stderr)
+        return 1
 
 
 async def _wait_for_link(collector: Collector, timeout: float) -> None:

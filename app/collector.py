@@ -1,26 +1,27 @@
-"""The single AMI session: log in, take the full picture, follow events, publish batches.
-
-One `Collector` per PBX, however many viewers. It never trusts the link: a ping
-watchdog catches a silent peer, every login resyncs everything, and while the link is
-down the published snapshot says so. The store may vanish too; nothing is lost then,
-the next successful publish carries the whole picture.
-"""
+"""The single AMI session: log in, wait until the PBX has booted, take the full picture,
+follow events, publish batches. One `Collector` per PBX, however many viewers.
+Do not break: nothing that failed or came from a booting PBX is read as "nothing there"."""
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
-import math
 import time
 from collections.abc import Callable
+from typing import Any
 
 from panoramisk import Manager
 from panoramisk.message import Message
 
-from app.ami import AmiSession, AmiTarget, LinkLost, LoginRefused
+from app.ami import ActionFailed, AmiSession, AmiTarget, LinkLost, LoginRefused, link_error
 from app.calls import CHANNEL_EVENTS
+from app.capabilities import events_not_asked, unavailable_actions
 from app.details import PRESENCE_EVENTS, DetailTracker
 from app.directory import DirectoryFile
+from app.metrics import Metrics
+from app.publisher import Publisher
+from app.schema import clean_text
 from app.snapshot import PbxPicture
 from app.states import (
     ExtensionRemoved,
@@ -29,16 +30,32 @@ from app.states import (
     parse_device_state,
     parse_extension_status,
 )
-from app.store import SnapshotStore, StoreLost, StoreUnavailable
+from app.store import SnapshotStore
 from app.tasks import background
 
 log = logging.getLogger(__name__)
 
 FIRST_BACKOFF = 0.5
-STORE_RETRY = 1.0  # seconds between publish attempts while the store is down
-BURST = 0.002  # seconds for the rest of a burst of AMI events to arrive
-STORE_CHECK = 1.0  # seconds between checks that the store still holds our version
 DIRECTORY_CHECK = 2.0  # seconds between looks at the directory file's mtime
+# Seconds between looks at a PBX that is starting: Asterisk 22 takes logins about 0.5 s
+# after `core restart now` and loads its modules over the following seconds.
+BOOT_PROBE = 0.5
+# A part of the picture that failed is asked again after 1 s, doubling to 30 s, 8 times
+# (about 2 minutes): enough for the last modules of a boot, not a load on a PBX that
+# will never allow it; the next login asks again.
+RETRY_FIRST = 1.0
+RETRY_MAX = 30.0
+RETRIES = 8
+# The full picture, in the order asked: the lamps last before the details, so that the
+# devices are known when the lamps are placed (part -> list action).
+PARTS = {
+    "devices": "DeviceStateList",
+    "lamps": "ExtensionStateList",
+    "presence": "PresenceStateList",
+    "calls": "CoreShowChannels",
+}
+NO_HINTS = "No dialplan hints are available"  # extension_state.c: a PBX without any hint
+MAX_REASON = 120  # characters of a failure's text in a log line or on the banner
 
 
 class Collector:
@@ -53,29 +70,33 @@ class Collector:
         directory: DirectoryFile | None = None,
         show_numbers: bool = True,
         clock: Callable[[], float] = time.time,
+        metrics: Metrics | None = None,
     ) -> None:
         self.target = target
+        self.metrics = metrics or Metrics()
         self.store = store
-        self.publish_window = publish_window
         self.clock = clock
-        self.picture = PbxPicture(started_at=clock())
+        self.picture = PbxPicture(started_at=clock(), address=target.address)
         self.details = DetailTracker(self.picture, show_numbers=show_numbers)
         self.directory = directory or DirectoryFile(None)
-        self.version = 0  # the newest version we published
+        self.publisher = Publisher(
+            self.picture, store, window=publish_window, clock=clock, metrics=self.metrics
+        )
+        self.published = self.publisher.published  # set after every successful publish
         self.logins = 0
         self.events = 0  # AMI events taken (for benchmarks)
-        self.published = asyncio.Event()  # set after every successful publish (for tests)
-        self._changed = asyncio.Event()
-        self._changed.set()  # publish the initial "not connected" picture at once
+        # Per event type, handed to the metrics at each ping: a counter per event on the
+        # hot path would cost a few percent of the collector's 14,000 events per CPU-second.
+        self._event_counts: collections.Counter[str] = collections.Counter()
         self._syncing: list[Message] | None = None
-        self._store_ok = True
-        self._need_full = True  # the first publication carries everything
+        self._sees_fully_booted = False  # this PBX sent us FullyBooted before: wait for it
+        self._failing: dict[str, str] = {}  # actions failing in this session -> their error
 
     async def run(self) -> None:
         """Run until cancelled: the AMI link and the publisher side by side."""
         async with asyncio.TaskGroup() as group:
             group.create_task(self._link_forever(), name="collector-ami")
-            group.create_task(self._publish_forever(), name="collector-publish")
+            group.create_task(self.publisher.run(), name="collector-publish")
             group.create_task(self._follow_directory(), name="collector-directory")
 
     # --- the AMI side ---
@@ -90,14 +111,14 @@ class Collector:
             except LoginRefused as error:
                 session.close()
                 log.error(
-                    "AMI login refused for user %r at %s:%d (%s); check AMI_USERNAME and "
+                    "AMI login refused for user %r at %s (%s); check AMI_USERNAME and "
                     "AMI_SECRET; retrying in %gs",
                     self.target.username,
-                    self.target.host,
-                    self.target.port,
-                    error,
+                    self.target.address,
+                    clean_text(str(error), MAX_REASON),
                     self.target.auth_retry,
                 )
+                self._link_failed(error)
                 await asyncio.sleep(self.target.auth_retry)
                 continue
             except (OSError, TimeoutError, LinkLost) as error:
@@ -106,56 +127,212 @@ class Collector:
                 level = logging.WARNING if failures == 1 else logging.DEBUG
                 reason = str(error) or type(error).__name__
                 log.log(level, "AMI %s unreachable (%s); retrying in %gs", self.target, reason, backoff)
+                self._link_failed(error)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, self.target.reconnect_max)
                 continue
             backoff, failures = FIRST_BACKOFF, 0
             self.logins += 1
+            self.metrics.ami_logins.inc()
+            self._failing.clear()
             log.info("AMI logged in to %s", self.target)
+            if self.picture.set_link(self.picture.link, self.clock()):  # reached: no error to show
+                self.publisher.poke()
             try:
                 await self._follow(session)
             except (LinkLost, TimeoutError, OSError) as error:
                 log.warning("AMI link to %s lost: %s", self.target, error)
             finally:
                 session.close()
-                if self.picture.set_link(False, self.clock()):
-                    self._changed.set()
+                self.metrics.ami_link_losses.inc()
+                self._count_events()
+                self._link_failed(LinkLost())
+
+    def _link_failed(self, error: BaseException) -> None:
+        """The link is down: "down" since now once the PBX was ever reached, else still
+        "connecting", with the reason viewers are shown ("cannot reach the PBX at ...")."""
+        if self.logins:
+            changed = self.picture.set_link("down", self.clock())
+        else:
+            changed = self.picture.set_link("connecting", self.clock(), link_error(error))
+        if changed:
+            self.publisher.poke()
 
     async def _follow(self, session: AmiSession) -> None:
         session.register_event("*", self._on_event)  # _take picks the events it knows
-        await self._resync(session)
-        # The names come in the background: the panel is live before they arrive.
-        async with background(self._ask_names(session), "collector-names"):
-            await self._watch_link(session)
+        await self._wait_for_boot(session)
+        await self._check_capabilities(session)
+        # The picture (and whatever of it fails, again) alongside the link watch: the panel
+        # is live as soon as the lamps are in, the names and the retries come after.
+        async with background(self._take_picture(session), "collector-picture") as picture:
+            await self._watch_link(session, picture)
 
-    async def _watch_link(self, session: AmiSession) -> None:
-        """Return never; raise LinkLost when the PBX closes the link or stops answering."""
+    async def _check_capabilities(self, session: AmiSession) -> None:
+        """Log, at every login, each capability this AMI user lacks: what is lost, why, the fix
+        (app/capabilities.py). One ListCommands (and a refused probe per action it leaves out)
+        tells the actions. Events cannot be told here: Asterisk says nothing of a user's read
+        classes or eventfilters (Login answers "Authentication accepted", the Events action
+        echoes the mask asked for), so only the login's `Events:` is checked; `blf-panel
+        check` proves the rest by comparing the PBX's own lists before and after a wait.
+        After the boot wait: a starting PBX has not registered every action yet."""
+        findings = events_not_asked(str(session.config.get("events") or ""))
+        findings += await unavailable_actions(session.request, self.target.username)
+        for finding in findings:
+            level = logging.WARNING if finding.capability.needed else logging.INFO
+            log.log(level, "AMI %s", finding.line())
+
+    async def _watch_link(self, session: AmiSession, picture: asyncio.Task[None]) -> None:
+        """Return never; raise LinkLost when the PBX closes the link or stops answering,
+        and what `picture` raised if it failed (a bug: the supervisor starts us again)."""
+        watched: set[asyncio.Future[Any]] = {session.lost, picture}
         while True:
-            lost = await asyncio.wait({session.lost}, timeout=self.target.ping_interval)
-            if lost[0]:
+            done, _ = await asyncio.wait(
+                watched, timeout=self.target.ping_interval, return_when="FIRST_COMPLETED"
+            )
+            if session.lost in done:
                 raise LinkLost("connection closed by the PBX")
-            try:
-                await session.request({"Action": "Ping"}, timeout=self.target.ping_timeout)
-            except TimeoutError:
-                raise LinkLost(
-                    f"no answer to Ping within {self.target.ping_timeout:g}s (silent peer)"
-                ) from None
+            if picture in done:
+                watched.discard(picture)
+                picture.result()
+                continue
+            await self._ping(session)
 
-    async def _resync(self, session: AmiSession) -> None:
-        """The full picture on every login. Events that arrive meanwhile are held and
-        merged in arrival order, so a change during the list is never overwritten."""
-        self._syncing = []
+    async def _ping(self, session: AmiSession) -> None:
+        self._count_events()
         try:
-            devices = await session.request_list("DeviceStateList")
-            items = await session.request_list("ExtensionStateList")
-            presences = await session.request_list("PresenceStateList", quiet=True)
-            channels = await session.request_list("CoreShowChannels", quiet=True)
+            await session.request({"Action": "Ping"}, timeout=self.target.ping_timeout)
+        except TimeoutError:
+            raise LinkLost(f"no answer to Ping within {self.target.ping_timeout:g}s (silent peer)") from None
+
+    async def _wait_for_boot(self, session: AmiSession) -> None:
+        """Return once the PBX has finished starting, or after AMI_BOOT_WAIT. Meanwhile the
+        link is "starting" (the panel says so, tiles greyed, none removed); events still
+        move the lamps and a hint that appears adds its tile.
+
+        How the end of a boot is known. Asterisk says it one way: the `FullyBooted` event
+        (asterisk.c publish_fully_booted when the boot ends; manager.c action_login writes
+        one right after the login reply once booted), of class `system`, so the user needs
+        `read = system` (and an `eventfilter`, if any, must let it through). Nothing else
+        tells an AMI client: CoreStatus (write system or reporting) gives only the start
+        time, in the PBX's local time without its zone; the CLI's `core waitfullybooted`
+        needs `write = command` (every CLI command: too much for a panel) and blocks the
+        session. So without the event, the sign is `DeviceStateList` answering: its module,
+        res_manager_devicestate, loads at AST_MODPRI_DEVSTATE_CONSUMER (150), after every
+        module of the default priority (128, pbx_config: the dialplan's hints) and the
+        channel drivers (70); until then Asterisk answers "Invalid/unknown command" (seen on
+        22.10.1 with 5 of 18 hints loaded). A collector that got `FullyBooted` from this PBX
+        before waits for it instead: it comes a moment later, once the other modules of
+        priority 150 (app_queue, res_manager_presencestate) are loaded too."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.target.boot_wait
+        starting = False
+        while True:
+            # One round trip first: a FullyBooted written after the login reply is in by then.
+            answer = await self._boot_probe(session)
+            if session.booted.done():
+                self._sees_fully_booted = True
+                break
+            if answer is None and not self._sees_fully_booted:
+                break
+            if not starting:
+                starting = True
+                log.info("AMI %s: the PBX is starting; waiting up to %gs", self.target, self.target.boot_wait)
+                if self.picture.set_link("starting", self.clock()):
+                    self.publisher.poke()
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                why = (
+                    "no FullyBooted (the user needs read = system; an eventfilter must let it through)"
+                    if self._sees_fully_booted
+                    else f"DeviceStateList still answers {answer!r} (is res_manager_devicestate loaded?)"
+                )
+                log.warning(
+                    "AMI %s: %s %gs after login (AMI_BOOT_WAIT); taking the picture anyway",
+                    self.target,
+                    why,
+                    self.target.boot_wait,
+                )
+                self._sees_fully_booted = False  # next time, the module sign may end the wait
+                return
+            waits = {session.lost, session.booted}
+            done, _ = await asyncio.wait(
+                waits, timeout=min(BOOT_PROBE, remaining), return_when="FIRST_COMPLETED"
+            )
+            if session.lost in done:
+                raise LinkLost("connection closed by the PBX")
+        if starting:
+            log.info("AMI %s: the PBX has finished starting", self.target)
+
+    async def _boot_probe(self, session: AmiSession) -> str | None:
+        """One round trip: None when DeviceStateList answers (the modules are loaded), else
+        its error, cleaned; a collector that waits for FullyBooted only pings ("")."""
+        if self._sees_fully_booted:
+            await self._ping(session)
+            return ""
+        try:
+            await session.request_list("DeviceStateList", timeout=self.target.ping_timeout)
+        except ActionFailed as error:
+            return clean_text(error.message, MAX_REASON)
+        except TimeoutError:
+            raise LinkLost(f"no answer within {self.target.ping_timeout:g}s (silent peer)") from None
+        return None
+
+    async def _take_picture(self, session: AmiSession) -> None:
+        """The full picture, then the names the directory does not give. What fails (an
+        action not loaded or not allowed, no answer) is asked again after RETRY_FIRST s,
+        doubling to RETRY_MAX, RETRIES times; whatever is still missing, the next login asks."""
+        missing = set(PARTS)
+        unnamed: list[str] | None = None  # None: not asked yet
+        delay = RETRY_FIRST
+        for attempt in range(RETRIES + 1):
+            if attempt:
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, RETRY_MAX)
+            try:
+                if missing:
+                    missing = await self._resync(session, missing)
+                if "lamps" not in missing:
+                    unnamed = await self._ask_names(session, unnamed)
+            except LinkLost:
+                return  # the link watch sees it too, and ends the session
+            if not missing and not unnamed:
+                return
+        log.warning(
+            "AMI %s: still missing after %d tries: %s; the next login asks again",
+            self.target,
+            RETRIES,
+            ", ".join(sorted(missing) + ([f"{len(unnamed or ())} names"] if unnamed else [])),
+        )
+
+    async def _resync(self, session: AmiSession, parts: set[str]) -> set[str]:
+        """Ask for these `parts` of the full picture; return those that failed. Events that
+        arrive meanwhile are held and merged in arrival order, so a change during a list is
+        never overwritten. The link is up once the lamps (ExtensionStateList) are in."""
+        self._syncing = []
+        answers: dict[str, list[Message]] = {}
+        try:
+            for part, action in PARTS.items():
+                if part not in parts:
+                    continue
+                try:
+                    answers[part] = await session.request_list(action)
+                except ActionFailed as error:
+                    if part == "lamps" and error.message == NO_HINTS:
+                        answers[part] = []  # the PBX has booted: it really has no hints
+                    else:
+                        self._failed(action, error.message)
+                except TimeoutError as error:
+                    self._failed(action, str(error))
+                else:
+                    self._answered(action)
             now = self.clock()
-            self.picture.devices.clear()
-            for message in devices:
-                self._take(message, now)
+            if "devices" in answers:
+                self.picture.devices.clear()
+                for message in answers["devices"]:
+                    self._take(message, now)
+            items = answers.get("lamps")
             replace: list[ExtensionState] = []
-            for message in items:
+            for message in items or ():
                 try:
                     state = parse_extension_status(message)
                 except InvalidFrame as error:
@@ -165,46 +342,84 @@ class Collector:
                     replace.append(state)
             held = self._syncing
             self._syncing = None
-            # Keep only the newest list entry or event per extension, in arrival order.
-            self.picture.replace_all(replace, now)
-            for message in presences:
+            if items is not None:
+                # Keep only the newest list entry or event per extension, in arrival order.
+                self.picture.replace_all(replace, now)
+            for message in answers.get("presence", ()):
                 self._take(message, now)
-            self.details.rebuild_calls(channels, now)
+            if "calls" in answers:
+                self.details.rebuild_calls(answers["calls"], now)
             self.details.refresh_names()
-            list_arrival = {parse_key(m): m.arrival for m in items if getattr(m, "arrival", None) is not None}
+            list_arrival = {
+                parse_key(m): m.arrival for m in items or () if getattr(m, "arrival", None) is not None
+            }
             for event in held:
                 key = parse_key(event)
                 if key is None or event.arrival > list_arrival.get(key, 0):
                     self._take(event, now)
-            self.picture.set_link(True, now)
-            self._changed.set()
-            log.info("AMI full picture: %d extensions", len(self.picture.extensions))
+            if items is not None:
+                self.picture.set_link("up", now)
+                log.info("AMI full picture: %d extensions", len(self.picture.extensions))
+            self.publisher.poke()
         finally:
             self._syncing = None
+        return {part for part in parts if part not in answers}
 
-    async def _ask_names(self, session: AmiSession) -> None:
-        """Names the directory does not give, from the PBX: the PJSIP endpoint's caller ID,
-        else FreePBX's AstDB `AMPUSER/<exten>/cidname`. One request at a time."""
+    async def _ask_names(self, session: AmiSession, extens: list[str] | None) -> list[str]:
+        """Names the directory does not give (of `extens`, else of all), from the PBX, one
+        request at a time; returns the extensions whose lookup failed, to ask again."""
         names: dict[str, str] = {}
-        try:
-            for exten in self.details.unnamed():
+        failed: list[str] = []
+        problem = ""
+        for exten in self.details.unnamed() if extens is None else extens:
+            try:
                 name = await self._pbx_name(session, exten)
-                if name:
-                    names[exten] = name
-        except (LinkLost, TimeoutError):
-            return  # the next login asks again
+            except (ActionFailed, TimeoutError) as error:
+                failed.append(exten)
+                problem = error.message if isinstance(error, ActionFailed) else str(error)
+                continue
+            if name:
+                names[exten] = name
+        if failed:
+            self._failed("name lookups", f"{len(failed)} failed, the last with {problem}")
+        else:
+            self._answered("name lookups")
         # All at once: one new version (and one regrouping of the views), not one per name.
         if self.details.take_pbx_names(names):
-            self._changed.set()
+            self.publisher.poke()
+        return failed
 
     async def _pbx_name(self, session: AmiSession, exten: str) -> str:
-        for item in await session.request_list("PJSIPShowEndpoint", quiet=True, Endpoint=exten):
-            if item.event == "EndpointDetail" and item.get("Callerid"):
-                return str(item["Callerid"])
-        for item in await session.request_list("DBGet", quiet=True, Family="AMPUSER", Key=f"{exten}/cidname"):
+        """The PJSIP endpoint's caller ID, else FreePBX's AstDB `AMPUSER/<exten>/cidname`;
+        "" when neither has one. ActionFailed or TimeoutError when the PBX could not say."""
+        try:
+            for item in await session.request_list("PJSIPShowEndpoint", Endpoint=exten):
+                if item.event == "EndpointDetail" and item.get("Callerid"):
+                    return str(item["Callerid"])
+        except ActionFailed:
+            pass  # no such endpoint, or no res_pjsip (loaded before either boot sign): ask the AstDB
+        try:
+            items = await session.request_list("DBGet", Family="AMPUSER", Key=f"{exten}/cidname")
+        except ActionFailed as error:
+            if error.unavailable:
+                raise
+            return ""  # "Database entry not found": not an extension FreePBX knows
+        for item in items:
             if item.event == "DBGetResponse" and item.get("Val"):
                 return str(item["Val"])
         return ""
+
+    def _failed(self, what: str, message: str) -> None:
+        """Log an action that failed: a warning the first time in a session, then quietly."""
+        text = clean_text(message, MAX_REASON)  # the PBX's words: one line, bounded
+        level = logging.DEBUG if what in self._failing else logging.WARNING
+        self._failing[what] = text
+        self.metrics.lookups_failed.labels(what).inc()
+        log.log(level, "AMI %s failed (%s); asking again", what, text)
+
+    def _answered(self, what: str) -> None:
+        if self._failing.pop(what, None) is not None:
+            log.info("AMI %s answered now", what)
 
     async def _follow_directory(self) -> None:
         """Re-read the directory file when it changes on disk."""
@@ -213,16 +428,22 @@ class Collector:
             if await asyncio.to_thread(self.directory.load) and self.details.use_directory(
                 self.directory.directory
             ):
-                self._changed.set()
+                self.publisher.poke()
             await asyncio.sleep(DIRECTORY_CHECK)
+
+    def _count_events(self) -> None:
+        for event, count in self._event_counts.items():
+            self.metrics.count_event(event, count)
+        self._event_counts.clear()
 
     def _on_event(self, _manager: Manager, message: Message) -> None:
         self.events += 1
+        self._event_counts[message.event or ""] += 1
         if self._syncing is not None:
             self._syncing.append(message)
             return
         if self._take(message, self.clock()):
-            self._changed.set()
+            self.publisher.poke()
 
     def _take(self, message: Message, now: float) -> bool:
         """Apply one event or list item to the picture; a bad frame is logged and skipped."""
@@ -244,78 +465,6 @@ class Collector:
         except Exception:  # a bug must not kill the AMI protocol (asyncio would close it)
             log.exception("failed to apply AMI %s", message.event)
         return False
-
-    # --- the store side ---
-
-    async def _publish_forever(self) -> None:
-        loop = asyncio.get_running_loop()
-        published_at = -math.inf
-        while True:
-            try:
-                async with asyncio.timeout(STORE_CHECK):
-                    await self._changed.wait()
-            except TimeoutError:
-                await self._check_store()
-                continue
-            if self.publish_window:
-                # Each version is a message to every viewer: at most one per window. A change
-                # after a quiet spell waits only for the rest of its burst (a call is several
-                # events), so it shows at once; a steady stream is batched.
-                burst = min(BURST, self.publish_window)
-                await asyncio.sleep(max(burst, published_at + self.publish_window - loop.time()))
-                published_at = loop.time()
-            self._changed.clear()
-            if not await self._publish():
-                await asyncio.sleep(STORE_RETRY)
-                self._changed.set()
-
-    async def _publish(self) -> bool:
-        if not self.picture.pending and not self._need_full:
-            return True
-        try:
-            if self._need_full:
-                stored = await self.store.read_version()
-                self.version = max(self.version, stored or 0)
-            publication = self.picture.publication(self.version + 1, self.clock(), full=self._need_full)
-            try:
-                await self.store.publish(publication)
-            except BaseException:
-                self.picture.mark_all_dirty()  # whatever was in flight goes again
-                raise
-        except StoreLost as error:
-            log.warning("%s; publishing the full picture again", error)
-            self._need_full = True
-            return await self._publish()
-        except StoreUnavailable as error:
-            self._store_down(error)
-            return False
-        if not self._store_ok:
-            log.info("store reachable again; published the full picture")
-        self._store_ok, self._need_full = True, False
-        self.version = publication.version
-        self.published.set()
-        self.published.clear()
-        return True
-
-    async def _check_store(self) -> None:
-        """A store that restarted with nothing to publish since: notice it and publish all."""
-        try:
-            stored = await self.store.read_version()
-        except StoreUnavailable as error:
-            self._store_down(error)
-            self._changed.set()
-            return
-        if not self._store_ok or stored is None or stored < self.version:
-            if self._store_ok:
-                log.warning("store lost the snapshot (restarted?); publishing it again")
-            self._need_full = True
-            self._changed.set()
-
-    def _store_down(self, error: StoreUnavailable) -> None:
-        if self._store_ok:
-            log.error("store unreachable (%s); keeping states in memory until it is back", error)
-        self._store_ok = False
-        self._need_full = True
 
 
 def parse_key(message: Message) -> str | None:

@@ -7,6 +7,7 @@ strangers on the phone network: it is cleaned and capped here, escaped by the te
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
 
 from app.calls import Call, CallTracker
@@ -19,12 +20,38 @@ PRESENCE_EVENTS = frozenset({"PresenceStateChange", "PresenceStatus"})
 
 
 def callerid_name(callerid: str) -> str:
-    """The name of a caller ID: `"Anna Smith" <101>` or `Anna Smith <101>` gives Anna Smith."""
-    text = callerid.strip()
-    if text.startswith('"'):
-        end = text.find('"', 1)
-        return text[1:end].strip() if end > 0 else text[1:].strip()
-    return text.split("<", 1)[0].strip()
+    """The name of a caller ID, read as Asterisk reads it (main/callerid.c,
+    ast_callerid_parse): `"Anna \\"The Boss\\" Smith" <101>` (how ast_callerid_merge writes
+    a name: quoted, `"` and `\\` escaped) gives Anna "The Boss" Smith, `Anna Smith <101>`
+    gives Anna Smith; a number alone (`101`, `+49 (30) 123-45`) has no name."""
+    text = _strip_blanks(callerid)
+    unquoted = _strip_quotes(text)
+    bracket = unquoted.rfind("<")  # the last: a quoted name may hold a `<` of its own
+    if bracket >= 0:
+        name = _strip_quotes(unquoted[:bracket])
+    elif unquoted == text and _is_phone_number(unquoted[:255]):  # 255: its char tmp[256]
+        return ""
+    else:
+        name = _strip_quotes(unquoted)
+    return re.sub(r"\\(.)|\\\Z", r"\1", name, flags=re.DOTALL)  # ast_unescape_quoted
+
+
+def _strip_blanks(text: str) -> str:
+    """ast_strip: Asterisk's blanks are every byte below 33 (controls and the space)."""
+    return text.strip("".join(map(chr, range(33))))
+
+
+def _strip_quotes(text: str) -> str:
+    """ast_strip_quoted(s, "\"", "\""): blanks off, then one pair of surrounding quotes."""
+    text = _strip_blanks(text)
+    return text[1:-1] if text.startswith('"') and text.endswith('"') else text
+
+
+def _is_phone_number(text: str) -> bool:
+    """ast_isphonenumber after ast_shrink_phone_number: only digits, *, # and + once the
+    spaces, parentheses, dashes and dots (but a last one) are gone. (Asterisk keeps a dash
+    between brackets, but a bracket alone already makes it no number.)"""
+    return re.fullmatch(r"[0-9*#+]+", re.sub(r"[( )-]|\.(?!\Z)", "", text)) is not None
 
 
 class DetailTracker:

@@ -20,7 +20,8 @@ from dataclasses import dataclass, field
 from typing import cast
 
 from app.directory import group_slug
-from app.schema import ChangesJSON, ExtensionJSON, SnapshotJSON, extension_order
+from app.metrics import Metrics
+from app.schema import ChangesJSON, ExtensionJSON, LinkJSON, SnapshotJSON, clean_text, extension_order
 from app.store import SnapshotStore, StoreError
 from app.tiles import LinkState, Renderer, tile_id, tile_ids
 
@@ -100,8 +101,10 @@ class Hub:
         heartbeat: float = 5.0,
         check_collector: bool = False,
         clock: Callable[[], float] = time.time,
+        metrics: Metrics | None = None,
     ) -> None:
         self.store = store
+        self.metrics = metrics or Metrics()
         self.renderer = renderer
         self.encode = encode  # (version, html) -> one message as the stream sends it
         self.poll_interval = poll_interval
@@ -260,6 +263,7 @@ class Hub:
         return cast(SnapshotJSON | None, await self.store.read_snapshot()), False
 
     def _store_failed(self, error: Exception) -> None:
+        self.metrics.store_errors.labels("hub").inc()
         if self.store_ok:
             log.error("store unreachable (%s); viewers see the states greyed", error)
             self.store_ok = False
@@ -326,12 +330,15 @@ class Hub:
         for key in changed:
             self.tiles.pop(key, None)
         rendered = {key: self._render_tile(key, oob=True) for key in changed}
-        pbx = snapshot["pbx"]
-        state = LinkState("ok" if pbx["connected"] else "pbx-down", float(pbx["since"] or 0))
+        state = pbx_link(snapshot["pbx"])
         link_changed = state != self.pbx
         self.pbx = state
         if changed or link_changed or full:
             self._publish(int(snapshot["version"]), rendered, full=full, link=link_changed, renamed=renamed)
+            if changed and not resync and snapshot.get("updated_at"):
+                # From the collector's publication to the bytes ready for every viewer: the
+                # store's round trip, the poll and the render (clocks of one host, or NTP).
+                self.metrics.change_latency.observe(max(0.0, self.clock() - float(snapshot["updated_at"])))
 
     def _publish(
         self,
@@ -384,6 +391,22 @@ class Hub:
         if link:
             parts.insert(0, self.link_html)
         return " ".join(parts)
+
+
+def pbx_link(pbx: LinkJSON) -> LinkState:
+    """The `pbx` object of a snapshot as what viewers are told. A snapshot of an older
+    collector has only `connected` and `since`; `address` and `error` are cleaned again
+    (the store is shared, and they end up on every viewer's page)."""
+    since = float(pbx.get("since") or 0)
+    state = pbx.get("state") or ("up" if pbx.get("connected") else "down")
+    if state == "up":
+        return LinkState("ok", since)
+    if state == "starting":
+        return LinkState("pbx-starting", since)
+    if state == "connecting":
+        address, error = clean_text(pbx.get("address"), 120), clean_text(pbx.get("error"), 120)
+        return LinkState("pbx-unreachable" if error else "pbx-connecting", since, address, error)
+    return LinkState("pbx-down", since)
 
 
 def _whole_again(view: View, update: Update) -> bool:

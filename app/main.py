@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
+import os
 import re
 from collections.abc import AsyncIterator, Callable, Coroutine
 from pathlib import Path
@@ -27,6 +28,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.directory import group_slug
 from app.hub import Hub, View
+from app.metrics import Metrics, forget_process
 from app.runtime import lead_or_follow, lease_owner, running_collector, store_from
 from app.settings import Settings, load_settings
 from app.sse import EventStream, Viewers, encode, end_streams_at_shutdown, event_stream
@@ -34,6 +36,7 @@ from app.states import EXTEN_RE
 from app.store import MemoryStore, StoreError
 from app.tasks import Health, background, supervise
 from app.tiles import Renderer
+from app.transport import DescriptorWatch
 
 log = logging.getLogger(__name__)
 
@@ -234,6 +237,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
         # With memcached the hub has connections of its own: however hard /api/snapshot is
         # polled, the viewers' states keep moving and are not greyed for a slow answer.
         hub_store = store_from(settings) if shared else store
+        # Made here, after `serve` chose the multi-process directory (app.metrics).
+        app.state.metrics = metrics = Metrics()
         hub = Hub(
             hub_store,
             Renderer(demo=settings.demo),
@@ -241,10 +246,12 @@ def create_app(settings: Settings | None = None) -> Starlette:
             poll_interval=settings.store_poll,
             heartbeat=settings.heartbeat,
             check_collector=shared,
+            metrics=metrics,
         )
         app.state.settings, app.state.store, app.state.hub = settings, store, hub
         app.state.security_headers = headers
-        app.state.viewers = viewers = Viewers(settings.send_timeout)
+        app.state.viewers = viewers = Viewers(settings.send_timeout, settings.send_buffer, metrics)
+        app.state.descriptors = descriptors = DescriptorWatch()  # one line when out of them
         # A part that fails is started again; until it runs well, /healthz says 503.
         app.state.health = health = Health()
 
@@ -261,13 +268,15 @@ def create_app(settings: Settings | None = None) -> Starlette:
                 collector_store = store_from(settings)
                 stack.push_async_callback(collector_store.close)
                 owner = lease_owner()
-                lead = functools.partial(lead_or_follow, settings, collector_store, owner, health)
+                lead = functools.partial(lead_or_follow, settings, collector_store, owner, health, metrics)
                 await stack.enter_async_context(supervised("lease", lead))
             elif settings.collector:
-                await stack.enter_async_context(running_collector(settings, store, health))
+                await stack.enter_async_context(running_collector(settings, store, health, metrics))
             await stack.enter_async_context(supervised("hub", hub.run))
             await stack.enter_async_context(supervised("viewers-watch", viewers.run))
+            await stack.enter_async_context(background(descriptors.run(), "descriptor-watch"))
             await stack.enter_async_context(background(end_streams_at_shutdown(hub), "shutdown-watch"))
+            stack.callback(forget_process, os.getpid())  # a worker's viewers end with it
             stack.callback(hub.close)  # whatever stops us, no stream outlives the app
             yield
 

@@ -21,6 +21,8 @@ from typing import TYPE_CHECKING
 from app.ami import AmiTarget
 from app.collector import Collector
 from app.directory import DirectoryFile
+from app.metrics import Metrics
+from app.schema import clean_text
 from app.settings import Settings, parse_extension_range
 from app.store import SnapshotStore, StoreError, open_store
 from app.tasks import Health, background, supervise
@@ -46,6 +48,7 @@ def ami_target(settings: Settings, *, host: str | None = None, port: int | None 
         ping_timeout=settings.ami_ping_timeout,
         reconnect_max=settings.ami_reconnect_max,
         auth_retry=settings.ami_auth_retry,
+        boot_wait=settings.ami_boot_wait,
     )
 
 
@@ -82,7 +85,7 @@ async def demo_pbx(settings: Settings) -> AsyncIterator[Simulator]:
 
 @contextlib.asynccontextmanager
 async def running_collector(
-    settings: Settings, store: SnapshotStore, health: Health | None = None
+    settings: Settings, store: SnapshotStore, health: Health | None = None, metrics: Metrics | None = None
 ) -> AsyncIterator[Collector]:
     """The collector as a supervised task, against the real PBX or the demo one: if it
     fails it starts again (a fresh login and full picture) and `health` says so meanwhile."""
@@ -97,6 +100,7 @@ async def running_collector(
             publish_window=settings.publish_window,
             directory=DirectoryFile(directory_path(settings)),
             show_numbers=settings.show_caller_numbers,
+            metrics=metrics,
         )
         run = supervise("collector", collector.run, health or Health())
         await stack.enter_async_context(background(run, "collector-supervisor"))
@@ -110,21 +114,64 @@ def lease_owner() -> str:
 
 
 async def lead_or_follow(
-    settings: Settings, store: SnapshotStore, owner: str, health: Health | None = None
+    settings: Settings,
+    store: SnapshotStore,
+    owner: str,
+    health: Health | None = None,
+    metrics: Metrics | None = None,
 ) -> None:
     """Run the collector only while this process holds the lease in the shared store, so
     however many workers and hosts serve viewers, the PBX sees one AMI session. When the
-    holder dies its lease expires and another process takes over (and resyncs)."""
+    holder dies its lease expires and another process takes over (and resyncs).
+
+    It says what it waits for, once each time that changes (not once per try): the store
+    unreachable and back, the lease held by another process (named), the lease taken."""
     renew = max(settings.lease_ttl / 4, 0.5)
+    metrics = metrics or Metrics()
+    unreachable = False  # the store did not answer our last try
+    waiting_for: str | None = None  # the other holder we said we wait for
+
+    async def lease(holding: bool) -> bool:
+        nonlocal unreachable, waiting_for
+        try:
+            holder = await _try_lease(store, owner, settings.lease_ttl)
+        except StoreError as error:
+            log.debug("collector lease: %s", error)
+            # While the store is unreachable nobody can take the lease from us, so a holder
+            # keeps collecting (into memory) and a follower keeps waiting.
+            if not unreachable and holding:
+                log.warning("store unreachable (%s); keeping the collector lease meanwhile", error)
+            elif not unreachable:
+                log.error("store unreachable (%s); no collector (no AMI login) here until it is back", error)
+            unreachable = True
+            return holding
+        if unreachable:
+            log.info("store reachable again for the collector lease")
+            unreachable = False
+        if holder == owner:
+            waiting_for = None
+            return True
+        log.debug("collector lease held by %s", holder)
+        if holder is not None and holder != waiting_for:
+            found = re.fullmatch(r"(.+):([0-9]+):[0-9a-f]+", holder)
+            who = f"process {found[2]} on {found[1]}" if found else "another process"
+            log.info("waiting for the collector lease: %s holds it (%s)", who, holder)
+            waiting_for = holder
+        return False
+
     try:
         while True:
-            if await _try_lease(store, owner, settings.lease_ttl):
+            if await lease(holding=False):
                 log.info("holding the collector lease as %s", owner)
-                async with running_collector(settings, store, health):
-                    while True:  # renew well before the lease expires
-                        await asyncio.sleep(renew)
-                        if not await _try_lease(store, owner, settings.lease_ttl, keep_if_unsure=True):
-                            break
+                metrics.lease_held.set(1)
+                try:
+                    async with running_collector(settings, store, health, metrics):
+                        while True:  # renew well before the lease expires
+                            await asyncio.sleep(renew)
+                            if not await lease(holding=True):
+                                break
+                finally:
+                    metrics.lease_held.set(0)
                 log.warning("lost the collector lease; collector stopped here")
             await asyncio.sleep(renew)
     finally:
@@ -133,10 +180,11 @@ async def lead_or_follow(
                 await store.lease.release(owner)
 
 
-async def _try_lease(store: SnapshotStore, owner: str, ttl: int, *, keep_if_unsure: bool = False) -> bool:
-    """Take or renew the lease. While the store is unreachable nobody can take it from
-    us, so a holder keeps collecting (into memory) and a follower keeps waiting."""
-    try:
-        return await store.lease.acquire(owner, ttl)
-    except StoreError:
-        return keep_if_unsure
+async def _try_lease(store: SnapshotStore, owner: str, ttl: int) -> str | None:
+    """Take or renew the lease; who holds it now: `owner` if we do, None if nobody does (it
+    lapsed between the two calls). StoreError when the store does not answer. The holder's
+    id comes from the store: cleaned before it reaches a log line."""
+    if await store.lease.acquire(owner, ttl):
+        return owner
+    holder = await store.lease.holder()
+    return None if holder is None else clean_text(holder, 128)

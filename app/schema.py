@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 import unicodedata
 from collections.abc import Mapping
-from typing import Literal, TypedDict
+from typing import Literal, NotRequired, TypedDict
 
 # --- untrusted text: names, numbers, presence messages, hints, groups ---
 
@@ -84,9 +84,18 @@ class ExtensionJSON(TypedDict):
     calls: list[CallJSON]
 
 
+# The AMI link as the collector sees it: "connecting" (never logged in yet), "starting"
+# (logged in, the PBX is still booting: not the full picture yet), "up", "down" (lost).
+LinkStateName = Literal["connecting", "starting", "up", "down"]
+
+
 class LinkJSON(TypedDict):
-    connected: bool
-    since: float  # epoch seconds
+    connected: bool  # state == "up": the states are confirmed (the field older readers know)
+    since: float  # epoch seconds: when the state last changed
+    # Newer fields (a reader of an older snapshot finds only the two above):
+    state: NotRequired[LinkStateName]
+    address: NotRequired[str]  # host:port of the PBX
+    error: NotRequired[str]  # why the PBX was never reached (short, cleaned); "" once it was
 
 
 class SnapshotJSON(TypedDict):
@@ -101,6 +110,7 @@ class ChangesJSON(TypedDict):
     changed the set of extensions (a reader older than that reads the whole snapshot)."""
 
     version: int
+    updated_at: float  # when the collector published it (epoch seconds)
     since: int
     whole_at: int
     pbx: LinkJSON

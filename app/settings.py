@@ -7,6 +7,7 @@ Keep `settings.env` and `SETTINGS` in step: a test checks that they agree.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 from collections.abc import Callable, Mapping
@@ -65,10 +66,39 @@ def _prefix(value: str) -> str:
     return check_prefix(value)
 
 
-def _host(value: str) -> str:
-    if value and not re.fullmatch(r"[A-Za-z0-9_.:\-\[\]]{1,253}", value):
-        raise ValueError(f"{value!r} is not a host name or address")
-    return value
+_HOST_NAME_RE = re.compile(r"(?=.{1,253}\Z)[A-Za-z0-9_-]{1,63}(\.[A-Za-z0-9_-]{1,63})*\.?")
+
+
+def _host_of(port_setting: str) -> Callable[[str], str]:
+    """The parser of a host name or address without a port (`port_setting` holds that).
+    An IPv6 address is written as is, fd00::5 (what asyncio and uvicorn take); brackets
+    as in a URL, [fd00::5], are accepted and dropped."""
+
+    def parse(value: str) -> str:
+        if not value:
+            return value
+        host = _bare_host(value)
+        if host is not None:
+            return host
+        head, _, port = value.rpartition(":")
+        if port.isdigit() and (host := _bare_host(head)) is not None:
+            raise ValueError(
+                f"{value!r} holds a port: write {host} here and put the port in {port_setting}={port}"
+            )
+        raise ValueError(f"{value!r} is not a host name or address (IPv6 as is: fd00::5)")
+
+    return parse
+
+
+def _bare_host(value: str) -> str | None:
+    """`value` if it is a host name or an address (an IPv6 one without its brackets), else None."""
+    bracketed = value.startswith("[") and value.endswith("]")
+    bare = value[1:-1] if bracketed else value
+    try:
+        address = ipaddress.ip_address(bare)
+    except ValueError:
+        return bare if not bracketed and _HOST_NAME_RE.fullmatch(bare) else None
+    return bare if address.version == 6 or not bracketed else None
 
 
 def _ami_events(value: str) -> str:
@@ -90,17 +120,40 @@ def _workers(value: str) -> int:
     return int(value)
 
 
+_TRUE_WORDS = ("on", "yes", "true", "1")
+_FALSE_WORDS = ("off", "no", "false", "0")
+
+
 def _on_off(value: str) -> bool:
-    if value.lower() not in ("on", "off"):
-        raise ValueError(f"{value!r} is not on or off")
-    return value.lower() == "on"
+    """Every boolean setting: on/off, and the usual yes/no, true/false, 1/0 (any case)."""
+    word = value.lower()
+    if word not in _TRUE_WORDS + _FALSE_WORDS:
+        raise ValueError(f"{value!r} is not on or off (yes/no, true/false, 1/0 work too)")
+    return word in _TRUE_WORDS
+
+
+# The only keywords frame-ancestors knows (CSP 3). Unquoted, `self` is a host named "self":
+# the browser then matches no origin at all, and the header blocks every embed, ours too.
+_CSP_KEYWORDS = ("'self'", "'none'")
 
 
 def _frame_ancestors(value: str) -> str:
     # Goes into a header: one CSP source list, nothing that could end or split it.
-    if not re.fullmatch(r"[A-Za-z0-9'*:/.\- ]{1,500}", value):
+    if not re.fullmatch(r"[A-Za-z0-9'*:/.\- ]{1,500}", value) or not value.strip():
         raise ValueError(f"{value!r} is not a CSP source list like 'self' https://crm.example.com")
-    return " ".join(value.split())
+    sources = value.split()
+    for source in sources:
+        if source.lower() in ("self", "none"):
+            keyword = f"'{source.lower()}'"
+            raise ValueError(
+                f'{source} must be quoted: {keyword} (in a shell or systemd: FRAME_ANCESTORS="{keyword}"); '
+                "unquoted it is a host name and blocks every embed"
+            )
+        if "'" in source and source.lower() not in _CSP_KEYWORDS:
+            raise ValueError(f"{source} is not a CSP keyword of frame-ancestors ('self' or 'none')")
+    if len(sources) > 1 and "'none'" in (source.lower() for source in sources):
+        raise ValueError("'none' stands alone: with other sources the browser ignores it")
+    return " ".join(sources)
 
 
 def _root_path(value: str) -> str:
@@ -112,6 +165,14 @@ def _root_path(value: str) -> str:
 def _lease_ttl(value: str) -> int:
     if not value.isdigit() or not 2 <= int(value) <= 300:
         raise ValueError(f"{value!r} is not a whole number of seconds (2-300)")
+    return int(value)
+
+
+def _send_buffer(value: str) -> int:
+    # Below 16 KiB a tile message of a big panel goes out in many small pieces; above
+    # 16 MiB, 5,000 viewers that stop reading could hold 80 GB.
+    if not value.isdigit() or not 16_384 <= int(value) <= 16_777_216:
+        raise ValueError(f"{value!r} is not a number of bytes (16384-16777216)")
     return int(value)
 
 
@@ -155,6 +216,12 @@ def _extension_range(value: str) -> str:
     return value
 
 
+def _metrics_listen(value: str) -> tuple[str, int] | None:
+    from app.metrics import parse_listen  # the metrics room knows its address form
+
+    return parse_listen(value)
+
+
 @dataclass(frozen=True)
 class Setting:
     name: str
@@ -164,7 +231,7 @@ class Setting:
 
 
 SETTINGS: tuple[Setting, ...] = (
-    Setting("AMI_HOST", "", "AMI host of the PBX; empty runs the built-in demo PBX", _host),
+    Setting("AMI_HOST", "", "host name or address of the PBX; empty: the demo PBX", _host_of("AMI_PORT")),
     Setting("AMI_PORT", "5038", "AMI TCP port", _port),
     Setting("AMI_USERNAME", "blf", "AMI user (manager.conf section)", _text),
     Setting("AMI_SECRET", "blfsecret", "AMI secret of that user", _text),
@@ -173,6 +240,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("AMI_PING_TIMEOUT", "3", "seconds a ping may take before the link is dead", _positive_float),
     Setting("AMI_RECONNECT_MAX", "30", "longest wait between reconnect attempts (s)", _positive_float),
     Setting("AMI_AUTH_RETRY", "60", "wait after a refused login before trying again (s)", _positive_float),
+    Setting("AMI_BOOT_WAIT", "60", "longest wait for a starting PBX to finish booting (s)", _positive_float),
     Setting("MEMCACHED_URL", "", "memcached://HOST:PORT; empty keeps states in-process", _memcached_url),
     Setting("STORE_PREFIX", "blf:", "prefix of every memcached key", _prefix),
     Setting("STORE_TIMEOUT", "1", "seconds a memcached call may take", _positive_float),
@@ -180,19 +248,21 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("DEMO_EXTENSIONS", "100-149", "extensions of the demo PBX", _extension_range),
     Setting("DEMO_CHURN", "2", "state changes per second on the demo PBX", _non_negative_float),
     Setting("LOG_LEVEL", "INFO", "DEBUG, INFO, WARNING or ERROR", _log_level),
-    Setting("HOST", "127.0.0.1", "address `blf-panel serve` listens on", _host),
+    Setting("HOST", "127.0.0.1", "address `blf-panel serve` listens on, no port", _host_of("PORT")),
     Setting("PORT", "8000", "port `blf-panel serve` listens on", _port),
     Setting("WORKERS", "1", "web worker processes (more than 1 needs MEMCACHED_URL)", _workers),
     Setting("COLLECTOR", "on", "on: this host may hold the AMI connection; off: web only", _on_off),
     Setting("ROOT_PATH", "", "path prefix behind a proxy, e.g. /blf", _root_path),
-    Setting("FRAME_ANCESTORS", "'self'", "who may show the panel in an iframe (CSP)", _frame_ancestors),
+    Setting("FRAME_ANCESTORS", "'self'", "who may embed the panel (CSP, 'self' quoted)", _frame_ancestors),
     Setting("PANEL_TITLE", "Extensions", "title of the panel page", _title),
     Setting("STORE_POLL", "0.01", "seconds between checks of the version key", _positive_float),
     Setting("HEARTBEAT", "5", "seconds between keep-alive messages to viewers", _positive_float),
     Setting("SEND_TIMEOUT", "10", "seconds a viewer may block a send before it is dropped", _positive_float),
+    Setting("SEND_BUFFER", "65536", "bytes a viewer may have unsent before its sends block", _send_buffer),
     Setting("LEASE_TTL", "4", "seconds the collector lease lives unless renewed", _lease_ttl),
     Setting("DIRECTORY_FILE", "", "CSV exten,name,group of names and groups (empty: none)", _text),
     Setting("SHOW_CALLER_NUMBERS", "on", "off hides outside callers' numbers on the tiles", _on_off),
+    Setting("METRICS_LISTEN", "", "PORT or HOST:PORT of Prometheus /metrics; empty: off", _metrics_listen),
 )
 
 
@@ -209,6 +279,7 @@ class Settings:
     ami_ping_timeout: float
     ami_reconnect_max: float
     ami_auth_retry: float
+    ami_boot_wait: float
     memcached_url: str
     store_prefix: str
     store_timeout: float
@@ -226,9 +297,11 @@ class Settings:
     store_poll: float
     heartbeat: float
     send_timeout: float
+    send_buffer: int
     lease_ttl: int
     directory_file: str
     show_caller_numbers: bool
+    metrics_listen: tuple[str, int] | None
 
     @property
     def demo(self) -> bool:

@@ -12,7 +12,7 @@ import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
-from app.schema import CallJSON, ExtensionJSON
+from app.schema import CallJSON, ExtensionJSON, LinkJSON, LinkStateName
 from app.states import (
     ExtensionState,
     HintIndex,
@@ -70,8 +70,10 @@ class PbxPicture:
 
     started_at: float
     extensions: dict[str, ExtensionRecord] = field(default_factory=dict)
-    connected: bool = False
-    since: float = 0.0
+    link: LinkStateName = "connecting"  # the AMI link: connecting, starting, up, down
+    since: float = 0.0  # when `link` last changed
+    address: str = ""  # host:port of the PBX, for "cannot reach the PBX at ..."
+    error: str = ""  # why the PBX was never reached (short, cleaned, no secrets); "" once it was
     dirty: set[str] = field(default_factory=set)
     removed: set[str] = field(default_factory=set)
     link_dirty: bool = True
@@ -142,11 +144,20 @@ class PbxPicture:
             changes += self.remove(key)
         return changes
 
-    def set_link(self, connected: bool, now: float) -> bool:
-        if connected == self.connected:
+    @property
+    def connected(self) -> bool:
+        """The old `pbx.connected`: the states are confirmed (the link is up)."""
+        return self.link == "up"
+
+    def set_link(self, link: LinkStateName | bool, now: float, error: str = "") -> bool:
+        """The link is `link` (True/False: "up"/"down") from `now` on; `error` says why a PBX
+        never reached cannot be. A new error for the same state keeps `since`."""
+        state: LinkStateName = ("up" if link else "down") if isinstance(link, bool) else link
+        if state == self.link and error == self.error:
             return False
-        self.connected = connected
-        self.since = now
+        if state != self.link:
+            self.since = now
+        self.link, self.error = state, error
         self.link_dirty = True
         return True
 
@@ -195,10 +206,10 @@ class PbxPicture:
             changed=changed,
             removed=removed,
             full=full,
-            changes=self._changes_json(version),
+            changes=self._changes_json(version, now),
         )
 
-    def _changes_json(self, version: int) -> bytes:
+    def _changes_json(self, version: int, now: float) -> bytes:
         """The `changes` key: every extension changed in the last RECENT versions, so a
         reader at version `since` or later can catch up without the whole snapshot."""
         since = max(version - RECENT, 0)
@@ -206,12 +217,19 @@ class PbxPicture:
             if changed_in > since:
                 break
             del self.recent[key]
-        head = {"version": version, "since": since, "whole_at": self.whole_at}
+        head = {"version": version, "updated_at": round(now, 3), "since": since, "whole_at": self.whole_at}
         return self._json(head, {key: self.extensions[key] for key in self.recent})
 
     def _json(self, head: dict[str, object], records: Mapping[str, ExtensionRecord]) -> bytes:
         """`head`, the link and `records` as one JSON object; each record is encoded once."""
-        link = {"pbx": {"connected": self.connected, "since": round(self.since, 3)}}
+        pbx: LinkJSON = {
+            "connected": self.connected,
+            "since": round(self.since, 3),
+            "state": self.link,
+            "address": self.address,
+            "error": self.error,
+        }
+        link = {"pbx": pbx}
         start = json.dumps({**head, **link}, separators=(",", ":")).encode()
         parts = [json.dumps(key).encode() + b":" + record.encoded for key, record in records.items()]
         return start[:-1] + b',"extensions":{' + b",".join(parts) + b"}}"

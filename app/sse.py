@@ -4,7 +4,8 @@ Last-Event-ID), then only the tiles that changed.
 
 A stream never reads the store and never renders: it walks the hub's chain of updates
 and sends bytes built once per view and update with `encode`. A viewer that falls behind
-skips ahead (latest state wins); one that stops reading is dropped after the send timeout.
+skips ahead (latest state wins); one that stops reading holds a few send buffers' worth
+of bytes at most, and after the send timeout is dropped, its connection cut at once.
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ from starlette.requests import Request
 from starlette.types import Receive, Scope, Send
 
 from app.hub import Hub, Update, View
+from app.metrics import Metrics
+from app.transport import abort, limit_queue, transport_of
 
 log = logging.getLogger(__name__)
 
@@ -93,14 +96,19 @@ class EventStream:
         self.sending_since = 0.0  # when the send in progress began; 0: none
         self.dropped = False
         self.task: asyncio.Task[Any] | None = None
+        self.transport: asyncio.Transport | None = None  # None: not under uvicorn's own send
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         await send({"type": "http.response.start", "status": 200, "headers": self.headers})
         if scope["method"] == "HEAD":
             await send({"type": "http.response.body", "body": b""})
             return
-        hub, view = self.hub, self.view
+        hub, view, piece = self.hub, self.view, self.viewers.send_buffer
         self.task = asyncio.current_task()
+        # Once per viewer, off the hot path: the bytes it may have queued are bounded.
+        self.transport = transport_of(send)
+        if self.transport is not None:
+            limit_queue(self.transport, piece)
         gone = asyncio.ensure_future(_disconnected(receive))
         self.viewers.streams.add(self)
         try:
@@ -110,8 +118,13 @@ class EventStream:
             while position is not None and not gone.done():
                 if message is not None:
                     self.sending_since = time.monotonic()
-                    await send({"type": "http.response.body", "body": message, "more_body": True})
+                    if len(message) <= piece:
+                        await send({"type": "http.response.body", "body": message, "more_body": True})
+                    else:
+                        await _send_in_pieces(send, message, piece)
                     self.sending_since = 0.0
+                    self.viewers.sent += 1
+                    self.viewers.sent_bytes += len(message)
                     message = None
                 await position.ready.wait()
                 message, position = catch_up(hub, view, position)
@@ -122,7 +135,11 @@ class EventStream:
                 raise
             self.task.uncancel()
             log.warning("dropped a viewer that read nothing for %g s", self.viewers.timeout)
-            # returning mid-stream: uvicorn closes the connection
+            if self.transport is not None:
+                # The abort in `drop` reaches uvicorn on the loop's next turn; once it
+                # knows, our return mid-stream is a disconnect, not an incomplete response.
+                await asyncio.wait([gone], timeout=1.0)
+            # else: returning mid-stream, uvicorn closes the connection (gracefully)
         finally:
             self.viewers.streams.discard(self)
             gone.cancel()
@@ -130,6 +147,9 @@ class EventStream:
     def drop(self) -> None:
         if self.task is not None and not self.dropped:
             self.dropped = True
+            self.viewers.metrics.viewers_dropped.inc()
+            if self.transport is not None:
+                abort(self.transport)  # frees what it holds now, not when it reads again
             self.task.cancel()
 
 
@@ -137,11 +157,17 @@ class Viewers:
     """The open streams of this process (the one count of viewers), and the watch that
     drops the ones that stopped reading: a send blocked for `timeout` seconds is
     cancelled. One check now and then for the whole process, because a timer around
-    every send (asyncio.timeout) cost a tenth of each delivery (docs/benchmarks.md)."""
+    every send (asyncio.timeout) cost a tenth of each delivery (docs/benchmarks.md).
+    Before that, a viewer's sends block once about `send_buffer` bytes wait for it."""
 
-    def __init__(self, timeout: float) -> None:
+    def __init__(self, timeout: float, send_buffer: int, metrics: Metrics | None = None) -> None:
         self.timeout = timeout
+        self.send_buffer = send_buffer
         self.streams: set[EventStream] = set()
+        self.metrics = metrics or Metrics()
+        # Messages and bytes sent since the last tick: plain integers on the hot path,
+        # handed to the metrics once a tick (a counter per send would cost every delivery).
+        self.sent = self.sent_bytes = 0
 
     def __len__(self) -> int:
         return len(self.streams)
@@ -149,9 +175,25 @@ class Viewers:
     async def run(self) -> None:
         while True:
             await asyncio.sleep(min(max(self.timeout / 4, 0.1), 1.0))
+            self.count()
             late = time.monotonic() - self.timeout
             for stream in [s for s in self.streams if 0 < s.sending_since < late]:
                 stream.drop()
+
+    def count(self) -> None:
+        """Hand what was sent since the last tick to the metrics."""
+        self.metrics.viewers.set(len(self.streams))
+        self.metrics.messages_sent.inc(self.sent)
+        self.metrics.bytes_sent.inc(self.sent_bytes)
+        self.sent = self.sent_bytes = 0
+
+
+async def _send_in_pieces(send: Send, message: bytes, piece: int) -> None:
+    """A message bigger than the send buffer (a whole view: 610 KB at 2,000 tiles) goes
+    out a buffer's worth at a time: uvicorn waits for room before each piece, so a viewer
+    that stops reading holds a piece in the server, not a copy of the whole message."""
+    for start in range(0, len(message), piece):
+        await send({"type": "http.response.body", "body": message[start : start + piece], "more_body": True})
 
 
 async def _disconnected(receive: Receive) -> None:

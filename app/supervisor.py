@@ -19,6 +19,8 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from types import TracebackType
 
+from app.metrics import forget_process
+
 log = logging.getLogger(__name__)
 
 COLLECT = (sys.executable, "-m", "app.cli", "collect")
@@ -97,6 +99,7 @@ class CollectorProcess:
             process = self._spawn()
             if process is not None:  # else it could not start (logged): try again later
                 code = process.wait()
+                forget_process(process.pid)  # its "live" gauges (lease held) end with it
                 if self._stopping.is_set():
                     return
                 if code in STOPPED_ON_PURPOSE:

@@ -63,10 +63,16 @@ def iso(epoch: float) -> str:
 
 @dataclass(frozen=True)
 class LinkState:
-    """What the viewer must be told about the freshness of the states it sees."""
+    """What the viewer must be told about the freshness of the states it sees. `address`
+    and `error` (cleaned by the collector, escaped by the template) say why a PBX never
+    reached cannot be."""
 
-    state: str  # "ok" | "pbx-down" | "store-down" | "no-collector"
+    # "ok" | "pbx-down" | "pbx-starting" | "pbx-connecting" | "pbx-unreachable" |
+    # "store-down" | "no-collector"
+    state: str
     since: float = 0.0
+    address: str = ""
+    error: str = ""
 
     @property
     def ok(self) -> bool:
@@ -104,7 +110,12 @@ class Renderer:
         return _one_line(self._whole.render(link=Markup(link_html), tiles=Markup(tiles_html)))  # noqa: S704
 
     def link(self, link: LinkState, *, oob: bool) -> str:
-        context = {"state": link.state, "since": clock(link.since) if link.since else ""}
+        context = {
+            "state": link.state,
+            "since": clock(link.since) if link.since else "",
+            "address": link.address,
+            "error": link.error,
+        }
         return _one_line(self._link.render(link=context, oob=oob))
 
     def page(self, name: str, **context: Any) -> str:

@@ -1,5 +1,5 @@
 # Sourced by scripts/run and scripts/test: apt packages the project needs, then .venv with the project.
-# Usage: need_apt PACKAGE... ; make_venv EXTRAS
+# Usage: need_apt PACKAGE... ; make_venv EXTRAS ("" or e.g. "[test]"; installs only when needed)
 set -euo pipefail
 
 need_apt() {
@@ -24,9 +24,37 @@ need_apt() {
   return $status
 }
 
+# The project is installed into .venv once per version of pyproject.toml: installing it on
+# every start took 7 s and failed on a host with no package index. The install is editable, so
+# code changes need none; a changed pyproject.toml (a dependency, an entry point) installs again.
+# .venv/.installed holds lines "SHA256-OF-PYPROJECT EXTRAS" ("-" for none) of the installs made.
+VENV_STAMP=.venv/.installed
+
+pyproject_hash() {
+  local line
+  line=$(sha256sum pyproject.toml) && echo "${line%% *}"
+}
+
+# True when .venv holds the project as pyproject.toml is now, with EXTRAS (any extras will do
+# for none: they come on top of the plain install).
+venv_is_current() {
+  local hash
+  [ -x .venv/bin/python ] && [ -f "$VENV_STAMP" ] && hash=$(pyproject_hash) || return 1
+  if [ -z "$1" ]; then
+    grep -q "^$hash " "$VENV_STAMP"
+  else
+    grep -qxF "$hash $1" "$VENV_STAMP"
+  fi
+}
+
 make_venv() {
   if [ ! -x .venv/bin/python ]; then
     python3 -m venv .venv 2>/dev/null || { need_apt python3-venv; rm -rf .venv; python3 -m venv .venv; }
   fi
-  .venv/bin/python -m pip install -q --disable-pip-version-check -e ".$1"
+  venv_is_current "$1" && return 0
+  local hash
+  hash=$(pyproject_hash)  # before the install: a change made meanwhile installs again next time
+  .venv/bin/python -m pip install -q --disable-pip-version-check -e ".$1" || return  # no stamp
+  { grep -s "^$hash " "$VENV_STAMP" || true; echo "$hash ${1:--}"; } >"$VENV_STAMP.new"
+  mv "$VENV_STAMP.new" "$VENV_STAMP"  # the lines of an older pyproject.toml are dropped
 }

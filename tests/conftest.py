@@ -21,6 +21,18 @@ from sse_starlette.sse import AppStatus
 
 from app.main import create_app
 from app.settings import Settings, load_settings
+from tests.helpers import LogWatch, watching_logs
+
+# --------------------------------------------------------------------------------------
+# Logs: every record at INFO and above, to await a line instead of sleeping (fixture `logs`).
+# --------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def logs() -> Iterator[LogWatch]:
+    with watching_logs() as watch:
+        yield watch
+
 
 # --------------------------------------------------------------------------------------
 # memcached: a real server per test (fixture `memcached`), never a fake.

@@ -4,8 +4,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from app.sim.client import AmiClient
@@ -53,6 +54,21 @@ async def setvar(port: int, device: str, value: str) -> None:
         await client.setvar(device, value)
     finally:
         await client.close()
+
+
+@contextlib.contextmanager
+def watching_logs(logger: str = "", level: int = logging.INFO) -> Iterator[LogWatch]:
+    """A LogWatch on `logger` (the root by default) at `level` for the length of the block."""
+    watch = LogWatch()
+    target = logging.getLogger(logger)
+    previous = target.level
+    target.addHandler(watch)
+    target.setLevel(level)
+    try:
+        yield watch
+    finally:
+        target.removeHandler(watch)
+        target.setLevel(previous)
 
 
 class LogWatch(logging.Handler):

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
+import queue
 import signal
+import threading
+
+import pytest
 
 from app.store.memcached import MemcachedStore
 from tests.helpers import AmiClient, wait_for_snapshot
@@ -108,3 +113,52 @@ def test_bad_arguments_are_one_line_and_exit_2(blf) -> None:
     simulate = blf("simulate", "--extensions", "100-abc")
     _, err = simulate.proc.communicate(timeout=15)
     assert simulate.proc.returncode == 2 and err.count("\n") == 1 and "--extensions" in err
+
+
+@pytest.mark.parametrize(
+    "args",
+    [["serve", "--prot", "8000"], ["watch", "--prot"], ["collect", "extra"], ["serve", "--port", "abc"]],
+)
+def test_a_bad_option_of_a_command_shows_that_commands_usage(blf, args: list[str]) -> None:
+    """argparse showed the top-level usage for `serve --prot`: no help at all for serve."""
+    process = blf(*args)
+    out, err = process.proc.communicate(timeout=15)
+    assert process.proc.returncode == 2 and out == ""
+    usage, error = err.splitlines()
+    assert usage.startswith(f"usage: blf-panel {args[0]} [-h]")
+    assert error.startswith(f"blf-panel {args[0]}: error: ") and args[1] in error
+
+
+def test_version(blf) -> None:
+    process = blf("--version")
+    out, err = process.proc.communicate(timeout=15)
+    assert process.proc.returncode == 0 and err == ""
+    assert out == f"blf-panel {importlib.metadata.version('blf-panel')}\n"
+
+
+def stderr_lines(process) -> queue.Queue[str]:
+    """The process's stderr lines as they come, from a thread: `get(timeout=...)` fails
+    instead of hanging (a select on the pipe misses lines already in the reader's buffer)."""
+    lines: queue.Queue[str] = queue.Queue()
+    threading.Thread(target=lambda: [lines.put(line) for line in process.proc.stderr], daemon=True).start()
+    return lines
+
+
+def test_collect_says_memcached_is_unreachable_and_starts_when_it_is_back(blf, free_port, memcached) -> None:
+    """It printed nothing and never logged in: now one line for the outage, one when it is
+    back, then the lease is taken (and the collector tries the PBX)."""
+    memcached.stop()
+    env = {**pbx_env(free_port(), memcached.url), "STORE_TIMEOUT": "0.5", "LEASE_TTL": "2"}
+    collect = blf("collect", env=env)
+    lines = stderr_lines(collect)
+    first = lines.get(timeout=10)
+    assert "store unreachable" in first and f"127.0.0.1:{memcached.port}" in first, first
+    memcached.start()
+    assert "store reachable again" in lines.get(timeout=10)
+    assert "holding the collector lease" in lines.get(timeout=10)
+    collect.proc.send_signal(signal.SIGINT)
+    assert collect.proc.wait(10) == 0
+    rest = []
+    while (line := lines.get(timeout=10)) and "stopped" not in line:  # its last line
+        rest.append(line)
+    assert not [line for line in rest if "store unreachable" in line], "one line per outage"

@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -14,11 +14,12 @@ import pytest
 from app.ami import AmiProtocol, AmiTarget
 from app.collector import Collector
 from app.sim import Simulator
+from app.sim.wire import SYSTEM
 from app.states import DEVICE_TO_STATUS, STATUS_TEXT, state_name
-from app.store import MemoryStore, SnapshotStore
+from app.store import MemoryStore, Publication, SnapshotStore
 from app.store.memcached import MemcachedStore
 from app.tasks import background
-from tests.helpers import AmiClient, LogWatch, states_of, summary, wait_for_snapshot
+from tests.helpers import AmiClient, LogWatch, Snapshot, states_of, summary, wait_for_snapshot
 
 TRANSCRIPTS = Path(__file__).parent / "fixtures" / "ami"
 EXTENSIONS = [str(n) for n in range(100, 110)]
@@ -47,18 +48,6 @@ def running(collector: Collector) -> contextlib.AbstractAsyncContextManager[asyn
 async def simulator() -> AsyncIterator[Simulator]:
     async with Simulator(EXTENSIONS, port=0) as sim:
         yield sim
-
-
-@pytest.fixture
-def logs() -> Iterator[LogWatch]:
-    watch = LogWatch()
-    root = logging.getLogger()
-    root.addHandler(watch)
-    previous = root.level
-    root.setLevel(logging.INFO)
-    yield watch
-    root.removeHandler(watch)
-    root.setLevel(previous)
 
 
 @pytest.fixture
@@ -325,3 +314,170 @@ async def test_store_keys_come_from_checked_strings(store: SnapshotStore) -> Non
             )
     assert list(snapshot["extensions"]) == ["100@ext-local"], summary(snapshot)
     assert json.loads(json.dumps(snapshot)) == snapshot
+
+
+# --- a PBX that is starting, actions that fail, a PBX never reached ---
+
+
+class StrictPbx(Simulator):
+    """The simulator as a stricter manager.conf makes it: with `hide_system` the user has no
+    `read = system` (no FullyBooted, no Shutdown); `missing` actions are answered as not
+    loaded ("Invalid/unknown command")."""
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self.hide_system = False
+        self.missing: set[str] = set()
+
+    def emit(self, category: int, data: bytes) -> None:
+        if not (self.hide_system and category & SYSTEM):
+            super().emit(category, data)
+
+    def fully_booted(self) -> bytes:
+        return b"" if self.hide_system else super().fully_booted()
+
+    def knows_action(self, name: str) -> bool:
+        return name not in self.missing and super().knows_action(name)
+
+
+class RecordingStore(MemoryStore):
+    """Keeps every snapshot published, in order: a reader of the store could miss some."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.snapshots: list[Snapshot] = []
+
+    async def publish(self, pub: Publication) -> None:
+        await super().publish(pub)
+        self.snapshots.append(json.loads(pub.snapshot))
+
+
+NAMES = {exten: f"Colleague {exten}" for exten in EXTENSIONS}
+
+
+def named_and_up(count: int):
+    return lambda s: connected_with(count)(s) and all(e["name"] for e in s["extensions"].values())
+
+
+async def restart_and_follow(sim: Simulator, store: RecordingStore, boot: float = 1.0) -> list[Snapshot]:
+    """Restart the PBX under a running collector; the snapshots published from then until
+    it is up again with its names (the first snapshot is the last one before)."""
+    start = len(store.snapshots)
+    await sim.restart(boot=boot)
+    await wait_for_snapshot(store, lambda s: s["pbx"]["state"] == "starting")
+    await wait_for_snapshot(store, named_and_up(len(EXTENSIONS)))
+    return store.snapshots[start - 1 :]
+
+
+def assert_no_tile_lost_and_up_only_when_whole(history: list[Snapshot]) -> None:
+    for snapshot in history:
+        assert len(snapshot["extensions"]) == len(EXTENSIONS), summary(snapshot)
+        assert all(e["name"] for e in snapshot["extensions"].values()), "no name is lost meanwhile"
+        assert snapshot["pbx"]["connected"] == (snapshot["pbx"]["state"] == "up")
+    states = [s["pbx"]["state"] for s in history]
+    assert "starting" in states and states[-1] == "up"
+    # up again only with the whole picture taken after the boot: 103's call was dropped
+    first_up = states.index("up", states.index("starting"))
+    assert history[first_up]["extensions"]["103@ext-local"]["state"] == "idle"
+    assert "down" not in states[states.index("starting") :], "starting goes straight to up"
+
+
+async def test_a_restart_keeps_every_tile_and_is_up_only_after_fullybooted(logs: LogWatch) -> None:
+    store = RecordingStore()
+    async with StrictPbx(EXTENSIONS, names=NAMES) as sim:
+        sim.set_presence("104", "dnd", "", "in a meeting")
+        async with running(Collector(target(sim.port), store)):
+            await wait_for_snapshot(store, named_and_up(len(EXTENSIONS)))
+            sim.place_call("102", "103").answer()
+            await wait_for_snapshot(store, lambda s: s["extensions"]["103@ext-local"]["state"] == "inuse")
+            history = await restart_and_follow(sim, store)
+            sim.place_call("100", "101").answer()  # after the boot: calls are followed again
+            last = await wait_for_snapshot(
+                store, lambda s: len(s["extensions"]["101@ext-local"]["calls"]) == 1
+            )
+    assert_no_tile_lost_and_up_only_when_whole(history)
+    messages = [r.getMessage() for r in logs.records]
+    pictures = [i for i, m in enumerate(messages) if m.startswith("AMI full picture")]
+    assert len(pictures) == 2 and messages.index("booted: FullyBooted") < pictures[1]
+    assert any("the PBX is starting" in m for m in messages)
+    assert not any("failed" in m for m in messages), "nothing was asked before it could answer"
+    assert last["extensions"]["104@ext-local"]["presence"]["state"] == "dnd", "presence kept"
+    assert last["extensions"]["101@ext-local"]["calls"][0]["party_name"] == "Colleague 100"
+    assert all(e["name"] == NAMES[e["exten"]] for e in last["extensions"].values())
+
+
+async def test_without_system_read_the_end_of_boot_is_the_module_sign(logs: LogWatch) -> None:
+    """No FullyBooted for this user: DeviceStateList answering ends the wait, well before
+    AMI_BOOT_WAIT, and never while the dialplan's hints are still coming."""
+    store = RecordingStore()
+    async with StrictPbx(EXTENSIONS, names=NAMES) as sim:
+        sim.hide_system = True
+        async with running(Collector(target(sim.port, boot_wait=30.0), store)):
+            await wait_for_snapshot(store, named_and_up(len(EXTENSIONS)))
+            assert not any("starting" in r.getMessage() for r in logs.records), "a booted PBX: no wait"
+            async with asyncio.timeout(10):  # AMI_BOOT_WAIT is 30 s
+                history = await restart_and_follow(sim, store)
+    assert_no_tile_lost_and_up_only_when_whole(history)
+    assert not any("AMI_BOOT_WAIT" in r.getMessage() for r in logs.records)
+
+
+async def test_the_wait_for_fullybooted_is_bounded_and_says_why(logs: LogWatch) -> None:
+    """A user that got FullyBooted once waits for it after a restart; when an eventfilter
+    (say) keeps it away, AMI_BOOT_WAIT ends the wait with a clear line, and the next
+    login is not held up again."""
+    store = RecordingStore()
+    async with StrictPbx(EXTENSIONS, names=NAMES) as sim:
+        collector = Collector(target(sim.port, boot_wait=1.0), store)
+        async with running(collector):
+            await wait_for_snapshot(store, named_and_up(len(EXTENSIONS)))
+            sim.hide_system = True
+            history = await restart_and_follow(sim, store, boot=0.3)
+            await logs.wait_for("AMI_BOOT_WAIT")
+            await sim.drop_all()  # the next login: booted, no FullyBooted, no wait
+            whole = named_and_up(len(EXTENSIONS))
+            await wait_for_snapshot(store, lambda s: collector.logins == 3 and whole(s))
+    assert_no_tile_lost_and_up_only_when_whole(history)
+    (line,) = [r for r in logs.records if "AMI_BOOT_WAIT" in r.getMessage()]
+    assert line.levelno == logging.WARNING and "read = system" in line.getMessage()
+    assert sum("the PBX is starting" in r.getMessage() for r in logs.records) == 1
+
+
+async def test_what_fails_after_login_is_asked_again_without_a_reconnect(logs: LogWatch) -> None:
+    store = MemoryStore()
+    async with StrictPbx(EXTENSIONS, names=NAMES) as sim:
+        sim.set_presence("105", "away", "lunch", "")
+        sim.missing = {"presencestatelist", "pjsipshowendpoint", "dbget"}
+        collector = Collector(target(sim.port), store)
+        async with running(collector):
+            up = await wait_for_snapshot(store, connected_with(len(EXTENSIONS)))
+            await logs.wait_for("PresenceStateList failed")
+            await logs.wait_for("name lookups failed")
+            sim.missing = set()
+            last = await wait_for_snapshot(
+                store,
+                lambda s: named_and_up(len(EXTENSIONS))(s) and s["extensions"]["105@ext-local"]["presence"],
+            )
+    assert up["extensions"]["105@ext-local"]["presence"] is None
+    assert last["extensions"]["105@ext-local"]["presence"]["state"] == "away"
+    assert last["extensions"]["100@ext-local"]["name"] == "Colleague 100"
+    assert collector.logins == 1
+    assert any("AMI PresenceStateList answered now" in r.getMessage() for r in logs.records)
+
+
+async def test_a_pbx_never_reached_says_why_without_secrets(store: MemoryStore, free_port) -> None:
+    port = free_port()
+    collector = Collector(target(port, secret="s3cret-value"), store)
+    async with running(collector):
+        never = await wait_for_snapshot(store, lambda s: s["pbx"]["error"])
+        async with Simulator(EXTENSIONS, port=port, secret="other"):
+            refused = await wait_for_snapshot(store, lambda s: s["pbx"]["error"] == "login refused")
+        async with Simulator(EXTENSIONS, port=port, secret="s3cret-value"):
+            await wait_for_snapshot(store, connected_with(len(EXTENSIONS)))
+        lost = await wait_for_snapshot(store, lambda s: s["pbx"]["state"] == "down")
+    assert never["pbx"] == {**never["pbx"], "state": "connecting", "connected": False}
+    assert never["pbx"]["error"] == "connection refused"
+    assert never["pbx"]["address"] == f"127.0.0.1:{port}"
+    assert refused["pbx"]["since"] == never["pbx"]["since"], "never reached since the start"
+    assert lost["pbx"]["error"] == "", "reached once: the link is lost, not unreachable"
+    for snapshot in (never, refused, lost):
+        assert "s3cret" not in json.dumps(snapshot) and "blf" not in json.dumps(snapshot["pbx"])

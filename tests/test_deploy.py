@@ -27,7 +27,7 @@ from urllib.parse import urljoin, urlsplit
 import httpx
 import pytest
 
-from app.settings import SETTINGS, SETTINGS_FILE, load_settings, read_env_file
+from app.settings import SETTINGS, SETTINGS_FILE, SettingsError, load_settings, read_env_file
 from tests.conftest import ROOT, BlfProcess, require_binary
 
 DEPLOY = Path(ROOT) / "deploy"
@@ -747,13 +747,12 @@ def test_the_env_file_means_the_same_to_systemd_and_to_the_app() -> None:
 def test_the_project_settings_file_would_lose_its_quotes_under_systemd() -> None:
     """The check of the check, and why the unit does not load settings.env: systemd reads
     FRAME_ANCESTORS='self' as `self`, to CSP a host named self: the panel's own pages
-    could no longer frame it."""
+    could no longer frame it. Settings now refuse that unquoted keyword outright."""
     assert read_env_file(SETTINGS_FILE)["FRAME_ANCESTORS"] == "'self'"
     from_systemd = systemd_env(SETTINGS_FILE)
     assert from_systemd["FRAME_ANCESTORS"] == "self"
-    assert load_settings(environ=from_systemd, env_file=None) != load_settings(
-        environ={}, env_file=SETTINGS_FILE
-    )
+    with pytest.raises(SettingsError, match="must be quoted"):
+        load_settings(environ=from_systemd, env_file=None)
 
 
 def unit_values(name: str) -> list[str]:

@@ -7,10 +7,13 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from app.ami import AmiProtocol, AmiTarget
 from app.collector import Collector
-from app.details import DetailTracker
+from app.details import DetailTracker, callerid_name
 from app.directory import parse_directory
+from app.sim.events import callerid_merge
 from app.snapshot import PbxPicture
 from app.states import ExtensionState, parse_extension_status
 from app.store import MemoryStore
@@ -152,3 +155,49 @@ async def test_a_panel_started_mid_call_shows_the_call(panel) -> None:
     assert [(c["direction"], c["party_number"]) for c in calls["101@ext-local"]] == [("in", "100")]
     assert [(c["direction"], c["party_name"]) for c in calls["102@ext-local"]] == [("in", "Carla Caller")]
     assert '<span class="dir">from</span> Carla Caller (+4930123456)' in page
+
+
+@pytest.mark.parametrize(
+    ("callerid", "name"),
+    [
+        ('"Anna \\"The Boss\\" Smith" <101>', 'Anna "The Boss" Smith'),  # as ast_callerid_merge writes it
+        ('"C:\\\\Temp\\\\" <102>', "C:\\Temp\\"),
+        ('"Boris <b>" <101>', "Boris <b>"),  # the last < starts the number
+        ("Anna Smith <101>", "Anna Smith"),
+        ('  "Anna Smith"\t <101>  ', "Anna Smith"),
+        ('"Anna Smith"', "Anna Smith"),
+        ("Anna Smith", "Anna Smith"),
+        ('Anna "The Boss" Smith', 'Anna "The Boss" Smith'),  # a name alone is not quoted
+        ('"Anna" Smith <101>', '"Anna" Smith'),  # quotes count only around the whole name
+        ('"101"', "101"),  # quoted: a name
+        ("101", ""),  # a number alone
+        ("+49 (30) 123-456", ""),
+        ("<unknown>", ""),  # a PJSIP endpoint without a caller ID
+        ("", ""),
+    ],
+)
+def test_caller_id_names_read_as_asterisk_reads_them(callerid: str, name: str) -> None:
+    """main/callerid.c ast_callerid_parse: quoted name with backslash escapes, an unquoted
+    name before `<`, or a number only."""
+    assert callerid_name(callerid) == name
+
+
+def test_any_name_the_simulator_writes_reads_back() -> None:
+    for name in ['Anna "The Boss" Smith', "C:\\Temp\\", '\\"<b>"\\', "Zoë <Z> Ünal", '"']:
+        assert callerid_name(callerid_merge(name, "101")) == name
+
+
+async def test_escaped_quotes_reach_the_tile_from_the_pbx(panel) -> None:
+    """PJSIPShowEndpoint over TCP from the simulator, through the collector, to the page."""
+    import httpx
+
+    from app.sim import Simulator
+
+    async with Simulator(["100", "101"], port=0, names={"101": 'Anna "The Boss" Smith'}) as sim:
+        server = await (await panel(AMI_HOST="127.0.0.1", AMI_PORT=str(sim.port), MEMCACHED_URL="")).healthy()
+        await server.until(lambda hub: hub.extensions.get("101@ext-local", {}).get("name"))
+        async with httpx.AsyncClient(base_url=server.url) as client:
+            snapshot = (await client.get("/api/snapshot")).json()
+            page = (await client.get("/")).text
+    assert snapshot["extensions"]["101@ext-local"]["name"] == 'Anna "The Boss" Smith'
+    assert "Anna &#34;The Boss&#34; Smith" in page or "Anna &quot;The Boss&quot; Smith" in page

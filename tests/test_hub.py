@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from app.hub import ALL, Hub, View
+from app.hub import ALL, Hub, View, pbx_link
 from app.sse import encode
 from app.store import MemoryStore, Publication
 from app.tasks import background
@@ -225,3 +225,34 @@ async def test_viewers_connecting_at_once_share_one_whole_view(harness: Harness)
     await harness.publish(2, {"100": "busy", "101": "idle", "102": "idle"})
     after, _ = hub.first_message(ALL, None)
     assert after is not first and 'id="ext-100" class="tile state-busy"' in after.decode()
+
+
+async def test_the_link_states_reach_the_banner(harness: Harness) -> None:
+    hub, store = harness.hub, harness.store
+    states = {"100": "idle", "101": "idle", "102": "idle"}
+    for version, pbx, expected in (
+        (
+            2,
+            {"connected": False, "since": 5.0, "state": "starting", "address": "", "error": ""},
+            "pbx-starting",
+        ),
+        (3, {"connected": True, "since": 6.0, "state": "up", "address": "", "error": ""}, "ok"),
+        (4, {"connected": False, "since": 7.0}, "pbx-down"),  # a collector from before the states
+        (5, {"connected": True, "since": 8.0}, "ok"),
+    ):
+        start = hub.head
+        data = {**snapshot(version, states), "pbx": pbx}
+        await store.publish(Publication(version, json.dumps(data).encode(), {}, ()))
+        async with asyncio.timeout(5):
+            while hub.version < version:
+                await hub.head.ready.wait()
+        assert (hub.link.state, hub.link.since) == (expected, pbx["since"])
+        html = hub.message(ALL, [start.next]).decode()
+        assert f"link-{expected}" in html and len(hub.extensions) == 3
+
+
+def test_a_pbx_never_reached_is_told_with_its_address_cleaned() -> None:
+    hostile = {"connected": False, "since": 1.0, "state": "connecting"}
+    link = pbx_link({**hostile, "address": "10.0.0.5:5038", "error": "no route\u202e to host\n"})
+    assert (link.state, link.address, link.error) == ("pbx-unreachable", "10.0.0.5:5038", "no route to host")
+    assert pbx_link({**hostile, "address": "10.0.0.5:5038", "error": ""}).state == "pbx-connecting"

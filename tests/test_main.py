@@ -97,6 +97,21 @@ async def test_healthz_degraded_when_the_pbx_is_down(panel) -> None:
     assert "link-pbx-down" in page.text and "PBX connection lost" in page.text
 
 
+async def test_a_pbx_never_reached_is_named_with_the_reason(panel, free_port) -> None:
+    port = free_port()  # nothing listens there
+    server = await panel(AMI_HOST="127.0.0.1", AMI_PORT=str(port), AMI_SECRET="s3cret", MEMCACHED_URL="")
+    hub = server.app.state.hub
+    await server.until(lambda hub: hub.link.state == "pbx-unreachable")
+    async with httpx.AsyncClient(base_url=server.url) as client:
+        response = await client.get("/healthz")
+        page = await client.get("/")
+        api = await client.get("/api/snapshot")
+    assert response.status_code == 503 and response.json()["pbx_connected"] is False
+    assert f"Cannot reach the PBX at 127.0.0.1:{port} (connection refused)" in page.text
+    assert "connection lost" not in page.text and hub.link.error == "connection refused"
+    assert "s3cret" not in page.text + api.text
+
+
 async def test_healthz_degraded_when_memcached_is_down(panel, memcached) -> None:
     url = memcached.url
     memcached.stop()

@@ -12,6 +12,7 @@ from app.settings import (
     SETTINGS,
     SETTINGS_FILE,
     SettingsError,
+    _on_off,
     load_settings,
     parse_extension_range,
     read_env_file,
@@ -72,7 +73,118 @@ def test_good_memcached_url() -> None:
     assert settings.memcached_url == "memcached://127.0.0.1:11211"
 
 
-@pytest.mark.parametrize(("name", "value"), [("AMI_PORT", "abc"), ("MEMCACHED_URL", "nonsense")])
+# --- FRAME_ANCESTORS, hosts, switches: what people write, and what it would do ---
+
+
+@pytest.mark.parametrize("value", ["self", "none", "SELF", "https://crm.example.com self"])
+def test_an_unquoted_csp_keyword_is_refused_and_the_message_shows_how(value: str) -> None:
+    """Unquoted, `self` is a host name to CSP: the header would block every embed."""
+    with pytest.raises(SettingsError) as caught:
+        load_settings(environ={"FRAME_ANCESTORS": value}, env_file=None)
+    message = str(caught.value)
+    keyword = "'none'" if "none" in value else "'self'"
+    assert "must be quoted" in message and f'FRAME_ANCESTORS="{keyword}"' in message
+    assert "\n" not in message
+
+
+@pytest.mark.parametrize(
+    ("value", "header"),
+    [
+        ("'self'", "'self'"),
+        ("'none'", "'none'"),
+        ("'self'  https://crm.example.com:8443", "'self' https://crm.example.com:8443"),
+        ("https: *.example.com", "https: *.example.com"),
+        ("https://crm.example.com/embed/", "https://crm.example.com/embed/"),
+    ],
+)
+def test_csp_sources_and_quoted_keywords_are_accepted(value: str, header: str) -> None:
+    assert load_settings(environ={"FRAME_ANCESTORS": value}, env_file=None).frame_ancestors == header
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("'unsafe-inline'", "not a CSP keyword"),
+        ("'self", "not a CSP keyword"),
+        ("'none' https://crm.example.com", "stands alone"),
+        ("'self'; script-src *", "not a CSP source list"),
+        ("   ", "not a CSP source list"),
+    ],
+)
+def test_other_csp_mistakes_are_refused(value: str, message: str) -> None:
+    with pytest.raises(SettingsError, match=message):
+        load_settings(environ={"FRAME_ANCESTORS": value}, env_file=None)
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "port_setting"),
+    [
+        ("AMI_HOST", "pbx.example.com:5038", "AMI_PORT=5038"),
+        ("AMI_HOST", "10.0.0.5:5038", "AMI_PORT=5038"),
+        ("AMI_HOST", "[fd00::5]:5038", "AMI_PORT=5038"),
+        ("HOST", "0.0.0.0:8000", "PORT=8000"),
+    ],
+)
+def test_a_host_with_a_port_says_where_the_port_goes(name: str, value: str, port_setting: str) -> None:
+    with pytest.raises(SettingsError) as caught:
+        load_settings(environ={name: value}, env_file=None)
+    assert f"put the port in {port_setting}" in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("value", "host"),
+    [
+        ("pbx.example.com", "pbx.example.com"),
+        ("pbx-1", "pbx-1"),
+        ("10.0.0.5", "10.0.0.5"),
+        ("fd00::5", "fd00::5"),
+        ("::1", "::1"),
+        ("[fd00::5]", "fd00::5"),  # brackets, as in a URL, are dropped: asyncio takes it bare
+    ],
+)
+def test_host_names_and_addresses_ipv6_included(value: str, host: str) -> None:
+    assert load_settings(environ={"AMI_HOST": value}, env_file=None).ami_host == host
+
+
+@pytest.mark.parametrize("value", ["tcp://pbx", "pbx/ami", "[10.0.0.5]", "[pbx]", "pbx:ami", "a" * 64])
+def test_what_is_no_host_is_refused(value: str) -> None:
+    with pytest.raises(SettingsError, match="not a host name or address"):
+        load_settings(environ={"AMI_HOST": value}, env_file=None)
+
+
+SWITCHES = [setting.name for setting in SETTINGS if setting.parse is _on_off]
+
+
+@pytest.mark.parametrize("name", SWITCHES)
+@pytest.mark.parametrize(
+    ("value", "meaning"),
+    [("on", True), ("OFF", False), ("yes", True), ("No", False), ("true", True), ("FALSE", False)]
+    + [("1", True), ("0", False)],
+)
+def test_every_switch_takes_the_usual_words(name: str, value: str, meaning: bool) -> None:
+    assert getattr(load_settings(environ={name: value}, env_file=None), name.lower()) is meaning
+
+
+@pytest.mark.parametrize("name", SWITCHES)
+@pytest.mark.parametrize("value", ["maybe", "2", "enabled", ""])
+def test_a_switch_refuses_anything_else(name: str, value: str) -> None:
+    with pytest.raises(SettingsError, match="is not on or off"):
+        load_settings(environ={name: value}, env_file=None)
+
+
+def test_the_switches_are_the_ones_we_think() -> None:
+    assert {"COLLECTOR", "SHOW_CALLER_NUMBERS"} <= set(SWITCHES)
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("AMI_PORT", "abc"),
+        ("MEMCACHED_URL", "nonsense"),
+        ("FRAME_ANCESTORS", "self"),
+        ("AMI_HOST", "pbx:5038"),
+    ],
+)
 def test_cli_stops_with_one_line_and_exit_2(name: str, value: str) -> None:
     result = subprocess.run(
         [sys.executable, "-m", "app.cli", "watch", "--once"],

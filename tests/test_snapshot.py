@@ -20,7 +20,7 @@ def test_publication_follows_the_contract() -> None:
     assert pub.full
     snapshot = json.loads(pub.snapshot)
     assert snapshot["version"] == 7 and snapshot["updated_at"] == 1002.0
-    assert snapshot["pbx"] == {"connected": True, "since": 1001.0}
+    assert snapshot["pbx"] == {"connected": True, "since": 1001.0, "state": "up", "address": "", "error": ""}
     assert snapshot["extensions"]["101@ext-local"] == {
         "exten": "101",
         "context": "ext-local",
@@ -83,12 +83,21 @@ def test_resend_after_store_loss_keeps_versions() -> None:
 def test_link_state_is_published_with_its_time() -> None:
     picture = PbxPicture(started_at=10.0)
     first = json.loads(picture.publication(1, now=10.0, full=False).snapshot)
-    assert first["pbx"] == {"connected": False, "since": 10.0}
+    assert first["pbx"] == {
+        "connected": False,
+        "since": 10.0,
+        "state": "connecting",
+        "address": "",
+        "error": "",
+    }
     picture.set_link(True, 11.0)
     picture.set_link(False, 12.5)
     assert json.loads(picture.publication(2, now=13.0, full=False).snapshot)["pbx"] == {
         "connected": False,
         "since": 12.5,
+        "state": "down",
+        "address": "",
+        "error": "",
     }
 
 

@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
+from app.settings import SettingsError, load_settings
 from app.sim import Simulator
 from tests.helpers import SseClient, named, setvar, tile_ids_in
 
@@ -160,3 +161,10 @@ async def test_a_viewer_that_leaves_is_forgotten(simulator, memcached, panel) ->
     async with asyncio.timeout(5):  # noticed at the next message at the latest (HEARTBEAT=1)
         while len(viewers):
             await hub.head.ready.wait()
+
+
+@pytest.mark.parametrize("value", ["64k", "1024", "99999999", ""])
+def test_a_bad_send_buffer_is_named(value: str) -> None:
+    with pytest.raises(SettingsError, match=r"^SEND_BUFFER: .* is not a number of bytes"):
+        load_settings(environ={"SEND_BUFFER": value}, env_file=None)
+    assert load_settings(environ={"SEND_BUFFER": "131072"}, env_file=None).send_buffer == 131072

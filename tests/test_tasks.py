@@ -1,24 +1,11 @@
 """Background tasks with an owner: supervised restarts with back-off, health, crash logs."""
 
 import asyncio
-import logging
-from collections.abc import Iterator
 
 import pytest
 
 from app.tasks import Health, background, supervise
 from tests.helpers import LogWatch
-
-
-@pytest.fixture
-def logs() -> Iterator[LogWatch]:
-    watch = LogWatch()
-    logger = logging.getLogger("app.tasks")
-    logger.addHandler(watch)
-    try:
-        yield watch
-    finally:
-        logger.removeHandler(watch)
 
 
 class Flaky:

@@ -274,6 +274,30 @@ def test_pbx_down_banner_tells_since_when(renderer: Renderer) -> None:
     assert "PBX connection lost — states may be out of date" in no_since
 
 
+def test_pbx_starting_banner(renderer: Renderer) -> None:
+    since = 1_700_000_000.0
+    root = only_root(renderer.link(LinkState("pbx-starting", since), oob=True))
+    assert root.classes == ["link", "link-pbx-starting"]  # not link-ok: panel.css greys the tiles
+    (banner,) = [e for e in root.walk() if "banner" in e.classes]
+    text = " ".join(banner.all_text().split())
+    assert text == f"PBX starting since {tiles.clock(since)} — states may be out of date"
+
+
+def test_a_pbx_never_reached_says_where_and_why(renderer: Renderer) -> None:
+    link = LinkState("pbx-unreachable", 1.0, "10.0.0.5:5038", "connection refused")
+    root = only_root(renderer.link(link, oob=False))
+    (banner,) = [e for e in root.walk() if "banner" in e.classes]
+    assert " ".join(banner.all_text().split()) == "Cannot reach the PBX at 10.0.0.5:5038 (connection refused)"
+    assert "lost" not in banner.all_text()
+    hostile = renderer.link(
+        LinkState("pbx-unreachable", 1.0, "<b>pbx</b>", '"><script>x()</script>'), oob=False
+    )
+    assert "<script>" not in hostile and "<b>" not in hostile and "&lt;script&gt;" in hostile
+    connecting = only_root(renderer.link(LinkState("pbx-connecting", 1.0, "10.0.0.5:5038"), oob=False))
+    (banner,) = [e for e in connecting.walk() if "banner" in e.classes]
+    assert " ".join(banner.all_text().split()) == "Connecting to the PBX at 10.0.0.5:5038…"
+
+
 def test_css_greys_tiles_and_runs_the_watchdog() -> None:
     css = (STATIC / "panel.css").read_text()
     assert ".link:not(.link-ok) ~ .tiles .tile" in css

@@ -1,6 +1,7 @@
-"""The PBX without a network: hints, devices, presences in astdb, names, channels, calls.
+"""The PBX without a network: hints, devices, presences in astdb, names, channels, calls, a boot.
 Do not break: a change emits only when the state really changed, in the stasis cache's order
-(DeviceStateChange, then each hint whose status moved); astdb and devices survive a restart."""
+(DeviceStateChange, then each hint whose status moved); astdb and devices survive a restart;
+while booting, only the hints loaded so far exist and module actions are unknown."""
 
 from __future__ import annotations
 
@@ -26,7 +27,7 @@ from app.sim.events import (
     presence_status,
 )
 from app.sim.names import check_name, generated_name
-from app.sim.wire import CALL, error, event_list, wire_text
+from app.sim.wire import CALL, SYSTEM, encode, error, event_list, wire_text
 from app.states import CONTEXT_RE, DEVICE_STATES, EXTEN_RE, aggregate_status, hint_devices
 
 log = logging.getLogger(__name__)
@@ -42,6 +43,11 @@ PRESENCE_STATE_FUNC = re.compile(r"PRESENCE_STATE\((.*)\)", re.IGNORECASE | re.D
 _CUSTOM_PRESENCE = "custompresence:"
 
 Sleep = Callable[[float], Awaitable[None]]
+
+# Actions a module registers (res_manager_devicestate, res_manager_presencestate, res_pjsip):
+# during a boot, until the modules are loaded, Asterisk answers them "Invalid/unknown command".
+# The others the simulator answers are the core's (manager.c, extension_state.c, db.c).
+MODULE_ACTIONS = frozenset({"devicestatelist", "presencestatelist", "pjsipshowendpoint"})
 
 
 # --- the dialplan functions (func_devstate, func_presencestate) ---
@@ -135,6 +141,9 @@ class Pbx:
         self._channel_seq = itertools.count()  # chan_pjsip's channel number (hex in names)
         self._uniqueid_seq = itertools.count()  # the counter after the dot of a Uniqueid
         self._set_extensions(extensions)
+        self._loaded: set[str] = set(self._hints)  # the hints the running dialplan holds
+        self.modules_loaded = True  # the module actions are registered
+        self.booted = True  # FullyBooted is said
         self._boot()
 
     def emit(self, category: int, data: bytes) -> None:
@@ -153,7 +162,10 @@ class Pbx:
         return self._status(exten)
 
     def idle_extensions(self) -> list[str]:
-        """The extensions in no call whose phone is NOT_INUSE, in dialplan order."""
+        """The extensions in no call whose phone is NOT_INUSE, in dialplan order; none while
+        booting (pbx.c refuses to start a call before FullyBooted)."""
+        if not self.booted:
+            return []
         free = [e for e in self._hints if e not in self._calls]
         return [e for e in free if self._devices.get(f"Custom:{e}") == "NOT_INUSE"]
 
@@ -169,7 +181,8 @@ class Pbx:
         """`dialplan reload`: every hint is re-sent, changed or not (transcript 20)."""
         self._reloaded_at = time.monotonic()
         for exten in self._hints:
-            self.emit(CALL, self._extension_event(exten))
+            if exten in self._loaded:
+                self.emit(CALL, self._extension_event(exten))
 
     def _set_extensions(self, extensions: Iterable[str]) -> None:
         hints: dict[str, str] = {}
@@ -208,7 +221,7 @@ class Pbx:
         log.debug("%s is now %s", device, state)
         self.emit(CALL, device_state_change(device, state))
         for exten in extens:
-            if self._status(exten) != before[exten]:
+            if self._status(exten) != before[exten] and exten in self._loaded:
                 self.emit(CALL, self._extension_event(exten))
 
     # --- names and presence ---
@@ -249,7 +262,8 @@ class Pbx:
         self.emit(CALL, presence_state_change(presentity, presence))
         if presence != previous:
             for exten in self._presence_hints.get(presentity.lower(), []):
-                self.emit(CALL, presence_status(exten, self.context, self._hints[exten], presence))
+                if exten in self._loaded:
+                    self.emit(CALL, presence_status(exten, self.context, self._hints[exten], presence))
 
     def db_get(self, family: str, key: str) -> str | None:
         """An astdb value: what PRESENCE_STATE wrote, and FreePBX's AMPUSER/N/cidname and
@@ -264,17 +278,59 @@ class Pbx:
     # --- what list actions answer ---
 
     def fully_booted(self) -> bytes:
+        """The FullyBooted a login gets: nothing while booting (manager.c action_login sends
+        it only once ast_fully_booted)."""
+        if not self.booted:
+            return b""
         now = time.monotonic()
         return fully_booted(int(now - self._started_at), int(now - self._reloaded_at))
 
+    def knows_action(self, name: str) -> bool:
+        """Whether an action (lower case) is registered now: module ones only once loaded."""
+        return self.modules_loaded or name not in MODULE_ACTIONS
+
+    # --- a boot (`core restart`): the server drives it in time ---
+
+    def begin_boot(self) -> None:
+        """The PBX process starts again: no hints loaded, no modules, not booted; logins are
+        taken already (the manager is up before the modules, as on Asterisk 22)."""
+        self._loaded = set()
+        self.modules_loaded = self.booted = False
+        self._boot()
+
+    def load_hints(self, count: int) -> None:
+        """The dialplan's next `count` hints appear, each with its ExtensionStatus (as seen
+        on Asterisk 22.10.1 after a restart: the hints arrived as events, one by one)."""
+        for exten in [e for e in self._hints if e not in self._loaded][:count]:
+            self._loaded.add(exten)
+            self.emit(CALL, self._extension_event(exten))
+
+    def load_modules(self) -> None:
+        """res_manager_devicestate and the like load (priority 150): the dialplan's hints
+        (pbx_config, 128) are all there by then, and the module actions answer."""
+        self.load_hints(len(self._hints))
+        self.modules_loaded = True
+
+    def finish_boot(self) -> None:
+        """FullyBooted to every session with `system`. Read from asterisk.c
+        publish_fully_booted, not recorded: the JSON's keys go out in the order packed (jansson
+        keeps it), Status first, unlike in the one a login gets."""
+        self.load_modules()
+        self.booted = True
+        uptime = int(time.monotonic() - self._started_at)
+        head = [("Event", "FullyBooted"), ("Privilege", "system,all"), ("Status", "Fully Booted")]
+        self.emit(SYSTEM, encode([*head, ("Uptime", uptime), ("LastReload", uptime)]))
+
     def extension_state_list(self, action_id: str) -> bytes:
-        """ExtensionStateList, as transcript 03: ack, one item per hint, completion."""
-        if not self._hints:
-            return error(action_id, "No dialplan hints are available")
+        """ExtensionStateList, as transcript 03: ack, one item per hint loaded, completion;
+        with none (yet), the error of extension_state.c."""
         items = [
             extension_status(exten, self.context, hint, self._status(exten), list_id=action_id)
             for exten, hint in self._hints.items()
+            if exten in self._loaded
         ]
+        if not items:
+            return error(action_id, "No dialplan hints are available")
         return event_list(action_id, "Extension Statuses will follow", items, "ExtensionStateListComplete")
 
     def device_state_list(self, action_id: str) -> bytes:
@@ -316,6 +372,8 @@ class Pbx:
         `answer`, `hold`, `unhold`, `hang_up` or `give_up`. `caller` is an extension, or an
         outside number (`+4930123456`) that comes in on `PJSIP/trunk-...` with `caller_name`
         (default: a generated name)."""
+        if not self.booted:
+            raise RuntimeError("the PBX is booting: pbx.c starts no call before FullyBooted")
         if callee not in self._hints:
             raise ValueError(f"{callee!r} is not an extension")
         if caller == callee:

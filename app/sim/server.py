@@ -8,21 +8,32 @@ import asyncio
 import hmac
 import logging
 import time
-from collections.abc import Coroutine, Mapping
+from collections.abc import Coroutine, Iterable, Mapping
 from typing import Any
 
 from app.sim.churn import Churn
 from app.sim.events import connected_lines, shutdown_event
 from app.sim.model import Pbx, Sleep
 from app.sim.session import Session
+from app.sim.users import ManagerUser
 from app.sim.wire import MAX_FRAME_BYTES, SYSTEM
 
 log = logging.getLogger(__name__)
 
+# How long a simulated boot takes after `core restart`: the hints appear over its first 60%,
+# the module actions answer from 80% on, FullyBooted comes at the end. Asterisk 22.10.1 took
+# logins 0.56 s after the command (transcript 22), before its modules were loaded; a real
+# boot takes seconds. 1 s keeps tests short, and a client that logs in again at once (the
+# simulator's port never closes) sees the whole of it.
+BOOT_SECONDS = 1.0
+BOOT_HINT_STEPS = 4
+
 
 class Simulator(Pbx):
     """A fake Asterisk PBX listening on a TCP port: the `Pbx` model, whose events go to every
-    logged-in client that asked for them, and `churn` random device changes a second."""
+    logged-in client that asked for them, and `churn` random device changes a second. Its
+    manager users: `username`/`secret` with every class, and `users` (classes, eventfilters;
+    one named like the first replaces it)."""
 
     def __init__(
         self,
@@ -37,6 +48,7 @@ class Simulator(Pbx):
         seed: int | None = None,
         names: Mapping[str, str] | None = None,
         sleep: Sleep = asyncio.sleep,
+        users: Iterable[ManagerUser] = (),
     ) -> None:
         if churn < 0:
             raise ValueError("churn must be 0 or more changes per second")
@@ -45,13 +57,18 @@ class Simulator(Pbx):
         self.port = port
         self.username = username
         self.secret = secret
+        # manager.conf: one section per user; Asterisk finds a user by name, case ignored.
+        self.users = {u.username.lower(): u for u in (ManagerUser(username, secret), *users)}
         self.churn = churn
         self.logins = 0
         self.peak_sessions = 0  # most logged-in clients at once (one collector: 1)
         self._churn = Churn(self, churn, seed)
         self._server: asyncio.Server | None = None
         self._sessions: set[Session] = set()
-        self._tasks: set[asyncio.Task[None]] = set()  # churn and restarts; stop() ends them
+        self._tasks: set[asyncio.Task[None]] = set()  # churn, restarts, boots; stop() ends them
+        self._booting: asyncio.Task[None] | None = None
+        self._fully_booted = asyncio.Event()
+        self._fully_booted.set()
         self._thawed = asyncio.Event()
         self._thawed.set()
 
@@ -133,17 +150,44 @@ class Simulator(Pbx):
         log.info("dropping %d client connections", len(victims))
         await asyncio.gather(*(s.close("reset") for s in victims))
 
-    async def restart(self, extensions: list[str] | None = None) -> None:
+    async def restart(self, extensions: list[str] | None = None, *, boot: float = BOOT_SECONDS) -> None:
         """`core restart now`: Shutdown to every client, close them, optionally load a new
-        set of extensions, and come back at once on the same port with uptime 0."""
+        set of extensions, and take logins again at once on the same port, booting for
+        `boot` seconds (0: booted at once, with uptime 0)."""
         if extensions is not None:
             self._set_extensions(extensions)  # a bad list raises before anyone is told
         victims = list(self._sessions)
         log.info("restarting: %d clients get Shutdown", len(victims))
         self.emit(SYSTEM, shutdown_event())  # to exactly the victims: nothing awaited since
-        self._boot()
+        if self._booting is not None:
+            self._booting.cancel()
+        self.begin_boot()  # whoever logs in from now on finds a PBX that is starting
+        self._fully_booted.clear()
         await asyncio.gather(*(s.close("graceful") for s in victims))
         self._forget_calls()
+        if boot > 0:
+            self._booting = self._spawn(self._boot_up(boot), name=f"ami-simulator-boot-{self.port}")
+        else:
+            self._booted()
+
+    def _booted(self) -> None:
+        self.finish_boot()
+        self._fully_booted.set()
+        log.info("booted: FullyBooted")
+
+    async def wait_booted(self) -> None:
+        """Until a boot in progress has ended with FullyBooted (at once when none is)."""
+        await self._fully_booted.wait()
+
+    async def _boot_up(self, seconds: float) -> None:
+        per_step = -(-len(self._hints) // BOOT_HINT_STEPS)
+        for _ in range(BOOT_HINT_STEPS):
+            await asyncio.sleep(seconds * 0.6 / BOOT_HINT_STEPS)
+            self.load_hints(per_step)
+        await asyncio.sleep(seconds * 0.2)
+        self.load_modules()
+        await asyncio.sleep(seconds * 0.2)
+        self._booted()
 
     def freeze(self) -> None:
         """Become a silent peer: sockets stay open, nothing is answered or sent."""
@@ -158,9 +202,14 @@ class Simulator(Pbx):
 
     def check_credentials(self, username: str, secret: str) -> bool:
         """Asterisk finds the user case-insensitively; the secret must match exactly."""
-        return username.lower() == self.username.lower() and hmac.compare_digest(
-            secret.encode(), self.secret.encode()
-        )
+        return self.manager_user(username, secret) is not None
+
+    def manager_user(self, username: str, secret: str) -> ManagerUser | None:
+        """The user these credentials log in as, or None."""
+        user = self.users.get(username.lower())
+        if user is None or not hmac.compare_digest(secret.encode(), user.secret.encode()):
+            return None
+        return user
 
     async def wait_thawed(self) -> None:
         await self._thawed.wait()
@@ -195,11 +244,12 @@ class Simulator(Pbx):
         finally:
             self._sessions.discard(session)
 
-    def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> None:
+    def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
         """A background task of the simulator: named, held until it ends, and its crash logged."""
         task = asyncio.create_task(coro, name=name)
         self._tasks.add(task)
         task.add_done_callback(self._task_done)
+        return task
 
     def _task_done(self, task: asyncio.Task[None]) -> None:
         self._tasks.discard(task)

@@ -1,6 +1,7 @@
 """One client's AMI session: banner, login, the actions it answers, the events its mask lets through.
-Do not break: a reply goes out before the events its action causes (transcripts 11, 12), and a
-client that is not logged in gets no events at all."""
+Do not break: a reply goes out before the events its action causes (transcripts 11, 12), a client
+that is not logged in gets no events at all, and its user's classes and eventfilters (users.py)
+decide what it may run and read, as in manager.c."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from typing import TYPE_CHECKING
 
 from app.sim.events import db_get_response, successful_auth
 from app.sim.model import DEVICE_STATE_FUNC, PRESENCE_STATE_FUNC, devstate_write, presence_write
+from app.sim.users import ManagerUser, admits
 from app.sim.wire import (
     ALL_EVENTS,
     BANNER,
@@ -74,6 +76,7 @@ class Session:
         self.peer = ami_address(writer.get_extra_info("peername"))
         self.authenticated = False
         self.username = ""
+        self.user: ManagerUser | None = None  # the manager.conf user it logged in as
         self.started = int(time.time())  # Asterisk's sessionstart: when the client connected
         self.event_mask = ALL_EVENTS  # Asterisk's default is "Events: on"
         self._actions: dict[str, Callable[[Frame, str], bool]] = {
@@ -89,6 +92,7 @@ class Session:
             "coreshowchannels": self._list(simulator.core_show_channels),
             "pjsipshowendpoint": self._pjsip_show_endpoint,
             "dbget": self._db_get,
+            "listcommands": self._list_commands,
         }
 
     # --- connection ---
@@ -162,16 +166,20 @@ class Session:
             self._writer.transport.abort()
 
     def listing(self) -> tuple[str, str, int, int, int]:
-        """This session as a `manager show connected` row: user, IP, start, fd, perms. The
-        simulator has no manager.conf: every user may read and write everything."""
+        """This session as a `manager show connected` row: user, IP, start, fd, perms (its
+        read classes; the row shows them in both permission columns)."""
         peer = self._writer.get_extra_info("peername")
         ip = peer[0] if isinstance(peer, tuple) else ""
         sock = self._writer.get_extra_info("socket")
         fd = sock.fileno() if sock is not None else -1
-        return self.username, ip, self.started, fd, ALL_EVENTS
+        return self.username, ip, self.started, fd, self.user.read_mask if self.user else ALL_EVENTS
 
     def send_event(self, category: int, data: bytes) -> None:
-        if self.authenticated and self.event_mask & category == category:
+        """manager.c process_events(): every class of the event in the session's mask (its
+        user's read classes and what it asked for), then the user's eventfilters."""
+        if not self.authenticated or self.event_mask & category != category:
+            return
+        if self.user is None or admits(self.user.filters, data):
             self.send(data)
 
     # --- actions; each answers and says whether the connection stays open ---
@@ -195,7 +203,7 @@ class Session:
         if not self.authenticated and name not in ("login", "logoff"):
             self.send(error(action_id, "Permission denied"))
             return True
-        handler = self._actions.get(name)
+        handler = self._actions.get(name) if self._sim.knows_action(name) else None  # booting: not yet
         if handler is None:
             self.send(
                 error(
@@ -205,6 +213,10 @@ class Session:
                 )
             )
             return True
+        if self.user is not None and not self.user.may(name):
+            log.debug("%s: %s refused to %s", self.peer, action, self.username)
+            self.send(error(action_id, "Permission denied"))
+            return True
         log.debug("%s: %s", self.peer, action)
         return handler(frame, action_id)
 
@@ -213,13 +225,15 @@ class Session:
             self.send(response("Success", action_id, ("Message", "Already authenticated")))
             return True
         username = frame.get("Username")
-        if not self._sim.check_credentials(username, frame.get("Secret")):
+        user = self._sim.manager_user(username, frame.get("Secret"))
+        if user is None:
             log.info("AMI login of %r from %s failed", username, self.peer)
             self.send(error(action_id, "Authentication failed"))
             return False  # Asterisk hangs up at once (transcript 02)
+        # manager.c authenticate(): the events asked for, within the user's read classes.
         mask = event_mask(frame.get("Events"))
-        if mask is not None:
-            self.event_mask = mask
+        self.event_mask = user.read_mask if mask is None else user.read_mask & mask
+        self.user = user
         self.authenticated = True
         self.username = username
         self._sim.logins += 1
@@ -228,9 +242,9 @@ class Session:
         self.send(response("Success", action_id, ("Message", "Authentication accepted")))
         if self.event_mask & SYSTEM:
             self.send(self._sim.fully_booted())
-        if self.event_mask & SECURITY:
+        if self.event_mask & SECURITY:  # a queued event: the user's eventfilters apply to it
             local = ami_address(self._writer.get_extra_info("sockname"))
-            self.send(successful_auth(username, f"0x{id(self):x}", local, self.peer))
+            self.send_event(SECURITY, successful_auth(username, f"0x{id(self):x}", local, self.peer))
         return True
 
     def _logoff(self, frame: Frame, action_id: str) -> bool:
@@ -246,7 +260,8 @@ class Session:
         if mask is None:
             self.send(error(action_id, "Invalid event mask"))
             return True
-        self.event_mask = mask
+        # set_eventmask(): within the read classes; the reply tells what was asked, not granted.
+        self.event_mask = (self.user.read_mask if self.user else ALL_EVENTS) & mask
         self.send(response("Success", action_id, ("Events", "On" if mask else "Off")))
         return True
 
@@ -274,6 +289,14 @@ class Session:
             self.send(error(action_id, "Variable not set"))
         else:
             self.send(response("Success", action_id, ("Message", "Variable Set")))
+        return True
+
+    def _list_commands(self, frame: Frame, action_id: str) -> bool:
+        """manager.c action_listcommands(): one `Name: synopsis (Priv: ...)` line per action
+        registered now (a booting PBX has not all) that the user may run, in one message."""
+        assert self.user is not None  # only a logged-in client gets here
+        lines = [(name, text) for name, text in self.user.commands() if self._sim.knows_action(name.lower())]
+        self.send(response("Success", action_id, *lines))
         return True
 
     def _pjsip_show_endpoint(self, frame: Frame, action_id: str) -> bool:

@@ -55,7 +55,7 @@ async def test_restart_loads_the_new_extensions(sim: Simulator, connect: Connect
     await old.read_many(2)
     sim.set_device_state("Custom:101", "INUSE")
     await old.read_many(2)
-    await sim.restart(["101", "200"])
+    await sim.restart(["101", "200"], boot=0)  # the boot in time: tests/sim/test_boot.py
     assert field(await old.read(), "Event") == "Shutdown"
     await old.expect_closed()
     assert sim.sessions == 0
@@ -74,6 +74,7 @@ async def test_restart_loads_the_new_extensions(sim: Simulator, connect: Connect
 async def test_restart_forgets_the_presence_list_not_the_presences(sim: Simulator, connect: Connect) -> None:
     sim.set_presence("100", "away", "lunch", "back soon")
     await sim.restart()
+    await sim.wait_booted()
     client = await connect()
     await client.login()
     reply = await client.action("PresenceStateList")
@@ -86,6 +87,7 @@ async def test_restart_drops_the_calls(sim: Simulator) -> None:
     sim.place_call("100", "101").answer()
     await sim.restart()
     assert (sim.calls, sim.channels, sim.device_state("Custom:101")) == ([], [], "NOT_INUSE")
+    await sim.wait_booted()  # no call starts before FullyBooted
     assert sim.place_call("101", "100").a.name == "PJSIP/101-00000000"  # counters start again
 
 
