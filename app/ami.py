@@ -57,7 +57,7 @@ class AmiTarget:
     port: int
     username: str
     secret: str
-    events: str = "call"
+    events: str = "call,agent,system"  # AMI_EVENTS: lamps, calls, presence; queues; boot, reloads
     ping_interval: float = 5.0
     ping_timeout: float = 3.0
     reconnect_max: float = 30.0

@@ -9,6 +9,7 @@ Regenerate that section with `.venv/bin/python -m app.capabilities --write READM
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -19,13 +20,18 @@ from typing import Any
 from app.ami import PERMISSION_DENIED, UNKNOWN_ACTION
 from app.calls import CHANNEL_EVENTS
 from app.details import PRESENCE_EVENTS
+from app.queues import QUEUE_EVENTS
+
+log = logging.getLogger("app.collector")  # the lines belong to the collector's log
 
 OK, MISSING, NOT_SEEN = "ok", "missing", "not seen"
 
 # The order a fix prefers when several classes grant the same thing. `reporting` only lets a
-# client read states; `call` also lets it change calls (Setvar, Redirect, Atxfer); `system`
-# also reads every config file with its secrets (GetConfig), writes astdb (DBPut) and reloads.
-SAFEST_FIRST = ("reporting", "call", "system")
+# client read states; `call` also lets it change calls (Setvar, Redirect, Atxfer); `agent`
+# also lets it add, remove and pause queue members (QueueAdd, QueuePause: write = agent);
+# `system` also reads every config file with its secrets (GetConfig), writes astdb (DBPut)
+# and reloads.
+SAFEST_FIRST = ("reporting", "call", "agent", "system")
 
 
 @dataclass(frozen=True)
@@ -110,6 +116,18 @@ CAPABILITIES: tuple[Capability, ...] = (
         source="main/manager.c: EVENT_FLAG_SYSTEM | EVENT_FLAG_REPORTING",
     ),
     Capability(
+        name="QueueStatus",
+        kind="action",
+        ami=("QueueStatus",),
+        classes=(),
+        feature="queues",
+        lost="the queues at login: members, pauses, callers waiting",
+        source='apps/app_queue.c: ast_manager_register_xml("QueueStatus", 0, ...)',
+        needed=False,
+        module="app_queue.so",
+        alternative="a PBX without queues needs none",
+    ),
+    Capability(
         name="PJSIPShowEndpoint",
         kind="action",
         ami=("PJSIPShowEndpoint",),
@@ -185,9 +203,32 @@ CAPABILITIES: tuple[Capability, ...] = (
         needed=False,
         alternative="the collector then waits for DeviceStateList to answer",
     ),
-    # Queues (a later feature) go here: QueueStatus/QueueSummary are allowed to every user
-    # (apps/app_queue.c registers them with 0); QueueMember*, QueueCaller* and Agent* events
-    # carry `Privilege: agent,all`, so they need `read = agent` and `agent` in AMI_EVENTS.
+    Capability(
+        name="queue events",
+        kind="event",
+        ami=_events(QUEUE_EVENTS),
+        classes=("agent",),
+        feature="queues",
+        lost="queue changes (pauses, members added or removed, callers waiting, agents on calls)",
+        source="apps/app_queue.c queue_member_to_ami(), queue_channel_to_ami(), "
+        "queue_multi_channel_to_ami(): EVENT_FLAG_AGENT",
+        witness=Witness(
+            "QueueStatus",
+            ("Event", "Queue", "Location", "Uniqueid"),
+            ("Status", "Paused", "PausedReason", "Penalty", "InCall", "Calls", "Position"),
+        ),
+    ),
+    Capability(
+        name="Reload",
+        kind="event",
+        ami=("Reload",),
+        classes=("system",),
+        feature="queues",
+        lost="the queues after `module reload app_queue.so` (asked again at the next login)",
+        source='main/loader.c publish_load_message_type("Reload", ...): EVENT_FLAG_SYSTEM',
+        needed=False,
+        alternative="members that a reload changes show at the next login",
+    ),
 )
 
 ACTIONS = tuple(c for c in CAPABILITIES if c.kind == "action")
@@ -344,7 +385,8 @@ def event_finding(
         return Finding(capability, OK)
     read_fix = f"add {capability.least_class} to the `read =` line of {_conf(username)}"
     if capability.witness is None:  # FullyBooted: written right after the login reply, or never
-        why = f"none after the login (sent only to a user who may read {capability.least_class})"
+        when = "after the login" if capability.ami == ("FullyBooted",) else f"in {waited:g}s"
+        why = f"none {when} (sent only to a user who may read {capability.least_class})"
         return Finding(capability, NOT_SEEN, why, _with_alternative(read_fix, capability))
     if changes:
         why = f"none arrived while {changes} item(s) of {capability.witness.action} changed"
@@ -355,7 +397,9 @@ def event_finding(
         else:
             fix = f"{read_fix}, and if it has eventfilter lines, those of the README"
         return Finding(capability, MISSING, why, fix)
-    what = {"calls": "make a call", "presence": "change a presence"}.get(capability.feature, "change a lamp")
+    what = {"calls": "make a call", "presence": "change a presence", "queues": "pause a queue member"}.get(
+        capability.feature, "change a lamp"
+    )
     return Finding(
         capability,
         NOT_SEEN,
@@ -420,3 +464,17 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())
+
+
+async def log_missing(ask: Ask, events: str, username: str) -> None:
+    """Log, at every login, each capability this AMI user lacks: what is lost, why, the fix.
+    One ListCommands (and a refused probe per action it leaves out) tells the actions. Events
+    cannot be told here: Asterisk says nothing of a user's read classes or eventfilters
+    (Login answers "Authentication accepted", the Events action echoes the mask asked for),
+    so only the login's `Events:` is checked; `blf-panel check` proves the rest by comparing
+    the PBX's own lists before and after a wait. Call it after the boot wait: a starting PBX
+    has not registered every action yet."""
+    findings = events_not_asked(events) + await unavailable_actions(ask, username)
+    for finding in findings:
+        level = logging.WARNING if finding.capability.needed else logging.INFO
+        log.log(level, "AMI %s", finding.line())

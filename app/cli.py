@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import importlib.metadata
 import inspect
+import ipaddress
 import logging
 import os
 import signal
@@ -18,13 +19,12 @@ import sys
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, NoReturn, TextIO
 
-from app.collector import Collector
 from app.metrics import Metrics, multiprocess_dir, serve_metrics
 from app.runtime import lead_or_follow, lease_owner, running_collector, store_from
 from app.settings import Settings, SettingsError, load_settings, parse_extension_range
 from app.store import MemoryStore, StoreUnavailable
 from app.supervisor import CollectorProcess
-from app.watch import TableView
+from app.watch import TableView, wait_for_link
 
 log = logging.getLogger("blf-panel")
 
@@ -124,6 +124,23 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument("--wait", type=float, default=10.0, help="seconds to wait for events (default 10)")
     check.set_defaults(command=check_command)
     watch.set_defaults(command=watch_command)
+
+    user = commands.add_parser("user", help="edit USERS_FILE: add, passwd, remove a user (AUTH=users)")
+    user.add_argument("action", choices=("add", "passwd", "remove"))
+    user.add_argument("name", help="the user's sign-in name (letters, digits and ._@+-)")
+    user.add_argument("--role", choices=("viewer", "supervisor", "admin"), help="add: default viewer")
+    user.add_argument("--scope", help="what the user sees, e.g. 'firm=acme; group=sales' (add: default *)")
+    user.add_argument("--ext", help="the user's own extension (optional)")
+    user.set_defaults(command=user_command)
+
+    embed_url = commands.add_parser("embed-url", help="print a signed embed link (EMBED_SECRET) for testing")
+    embed_url.add_argument("--ext", default="", help="extensions, e.g. 101,102")
+    embed_url.add_argument("--group", default="", help="groups, e.g. sales,support")
+    embed_url.add_argument("--firm", default="", help="firms, e.g. acme")
+    embed_url.add_argument("--numbers", choices=("on", "off"), default="on", help="outside callers' numbers")
+    embed_url.add_argument("--ttl", default="8h", help="lifetime: 90s, 30m, 8h, 7d (default 8h, at most 30d)")
+    embed_url.add_argument("--base", help="the panel's URL (default: http://HOST:PORT/ROOT_PATH)")
+    embed_url.set_defaults(command=embed_url_command)
     return parser
 
 
@@ -199,6 +216,7 @@ def serve_command(settings: Settings, args: argparse.Namespace) -> int:
             f"--workers {workers} needs MEMCACHED_URL: worker processes share the states "
             "through memcached (the in-process store cannot be shared)"
         )
+    http_options = _door_of_serve(settings, host)
     where = "the demo PBX (built-in simulator)" if settings.demo else f"the PBX at {settings.ami_host}"
     shown_host = "127.0.0.1" if host in ("0.0.0.0", "::") else f"[{host}]" if ":" in host else host
     print(f"blf-panel: panel at http://{shown_host}:{port}{root_path}/ showing {where}", flush=True)
@@ -229,10 +247,102 @@ def serve_command(settings: Settings, args: argparse.Namespace) -> int:
             workers=workers,
             root_path=root_path,
             proxy_headers=True,
+            **http_options,
             log_level=settings.log_level.lower(),
             timeout_graceful_shutdown=5,
         )
     return 0
+
+
+# The request line and headers together, beyond loopback: 4 times nginx's 8 KB line
+# (an embed link's token is up to 6,000 characters), far below what stalls a worker.
+MAX_HEADER_BYTES = 32 * 1024
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _door_of_serve(settings: Settings, host: str) -> dict[str, Any]:
+    """What listening on `host` asks of the settings, and the uvicorn options it takes.
+    On loopback (nginx in front) nothing changes. Beyond it, AUTH must have been chosen,
+    and headers are capped: httptools reads headers of any size (a 300 MB one took a
+    worker's CPU for 9 s, /healthz answered 503), h11 stops at `MAX_HEADER_BYTES` (400, connection closed)."""
+    if is_loopback(host):
+        return {}
+    if not settings.auth:
+        raise UsageError(
+            f"serve on {host} would open the panel to the network without sign-in: set AUTH=users "
+            "or AUTH=proxy (README: Who may see what), or AUTH=none to let everyone who reaches it see it all"
+        )
+    if settings.auth == "none":
+        log.warning(
+            "AUTH=none on %s: anyone who can reach this address sees every extension, name and caller", host
+        )
+    if not settings.allowed_hosts:
+        log.warning(
+            "ALLOWED_HOSTS is empty: only localhost, 127.0.0.1, ::1 and %s are answered (400 otherwise)", host
+        )
+    return {"http": "h11", "h11_max_incomplete_event_size": MAX_HEADER_BYTES}
+
+
+def user_command(settings: Settings, args: argparse.Namespace) -> int:
+    """Edit USERS_FILE; the password is read from the terminal (twice) or one line of stdin,
+    never from the command line (where `ps` and the shell history would show it)."""
+    from pathlib import Path
+
+    from app.auth.users import NAME_RE, edit_users, format_line, hash_password, user_fields
+    from app.scope import ScopeError, parse_scope
+    from app.states import EXTEN_RE
+
+    if not settings.users_file:
+        raise UsageError("user needs USERS_FILE: the file the users are kept in")
+    path = Path(settings.users_file)
+    if not NAME_RE.fullmatch(args.name):
+        raise UsageError(f"{args.name[:40]!r} is not a user name (letters, digits and ._@+-, up to 64)")
+    if args.ext and not EXTEN_RE.fullmatch(args.ext):
+        raise UsageError(f"--ext {args.ext[:20]!r} is not an extension")
+    try:
+        if args.scope is not None:
+            parse_scope(args.scope)
+        if args.action == "remove":
+            edit_users(path, args.name, None, must_exist=True)
+        elif args.action == "add":
+            line = format_line(
+                args.name, hash_password(_read_password()), args.role or "viewer", args.scope or "*", args.ext
+            )
+            edit_users(path, args.name, line, must_exist=False)
+        else:  # passwd: a new password; role, scope and extension as they were unless given
+            name, _, role, scope, ext = user_fields(path, args.name)
+            line = format_line(
+                name, hash_password(_read_password()), args.role or role, args.scope or scope, args.ext or ext
+            )
+            edit_users(path, args.name, line, must_exist=True)
+    except (LookupError, ScopeError, OSError) as error:
+        raise UsageError(f"user {args.action}: {error}") from None
+    print(f"blf-panel: user {args.name}: {'removed' if args.action == 'remove' else 'saved'} in {path}")
+    return 0
+
+
+def _read_password() -> str:
+    import getpass
+
+    from app.auth.users import MIN_PASSWORD
+
+    if sys.stdin.isatty():
+        password = getpass.getpass("Password: ")
+        if getpass.getpass("Again: ") != password:
+            raise UsageError("the two passwords differ")
+    else:
+        password = sys.stdin.readline().rstrip("\r\n")
+    if len(password) < MIN_PASSWORD:
+        raise UsageError(f"the password must be at least {MIN_PASSWORD} characters")
+    return password
 
 
 def worker_app() -> Any:
@@ -290,7 +400,7 @@ async def watch_command(settings: Settings, args: argparse.Namespace, out: TextI
         if isinstance(store, MemoryStore):
             collector = await stack.enter_async_context(running_collector(settings, store))
             if args.once:
-                await _wait_for_link(collector, timeout=10.0)
+                await wait_for_link(collector, timeout=10.0)
         view = TableView(out, as_json=args.json, live=not args.once)
         known: int | None = None
         first, down = True, False
@@ -343,13 +453,39 @@ async def check_command(settings: Settings, args: argparse.Namespace) -> int:
         return 1
 
 
-async def _wait_for_link(collector: Collector, timeout: float) -> None:
-    """For `watch --once` on the in-process store: wait for the first full picture to be
-    published (or give up after `timeout` and show what there is)."""
-    with contextlib.suppress(TimeoutError):
-        async with asyncio.timeout(timeout):
-            while not (collector.picture.connected and not collector.picture.pending):
-                await collector.published.wait()
+def embed_url_command(settings: Settings, args: argparse.Namespace) -> int:
+    """A ready `/embed?token=...` URL signed with EMBED_SECRET, as a CRM's server mints one."""
+    from urllib.parse import quote
+
+    from app.auth.tokens import mint_token, parse_ttl
+
+    if not settings.embed_secret:
+        raise UsageError("embed-url needs EMBED_SECRET (32 bytes or more): embed links are off without it")
+    host = "127.0.0.1" if settings.host in ("0.0.0.0", "::") else settings.host  # as serve shows it
+    host = f"[{host}]" if ":" in host else host
+    base = (args.base or f"http://{host}:{settings.port}{settings.root_path}").rstrip("/")
+    if not base.startswith(("http://", "https://")):
+        raise UsageError(f"--base {base[:60]!r} is not an http:// or https:// URL")
+    split = {
+        name: [item for item in getattr(args, name).split(",") if item.strip()]
+        for name in ("ext", "group", "firm")
+    }
+    if not any(split.values()):
+        raise UsageError("name what the link shows: --ext 101,102, --group sales and/or --firm acme")
+    try:
+        token = mint_token(
+            settings.embed_secret,
+            ttl=parse_ttl(args.ttl),
+            extensions=split["ext"],
+            groups=split["group"],
+            firms=split["firm"],
+            show_numbers=args.numbers == "on",
+            audience=settings.embed_audience,
+        )
+    except ValueError as error:
+        raise UsageError(f"embed-url: {error}") from None
+    print(f"{base}/embed?token={quote(token, safe='')}")
+    return 0
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -16,11 +16,12 @@ from panoramisk.message import Message
 
 from app.ami import ActionFailed, AmiSession, AmiTarget, LinkLost, LoginRefused, link_error
 from app.calls import CHANNEL_EVENTS
-from app.capabilities import events_not_asked, unavailable_actions
+from app.capabilities import log_missing
 from app.details import PRESENCE_EVENTS, DetailTracker
 from app.directory import DirectoryFile
 from app.metrics import Metrics
 from app.publisher import Publisher
+from app.queues import QUEUE_EVENTS, QUEUE_MODULES, QueueBook, held_queue_key
 from app.schema import clean_text
 from app.snapshot import PbxPicture
 from app.states import (
@@ -53,6 +54,7 @@ PARTS = {
     "lamps": "ExtensionStateList",
     "presence": "PresenceStateList",
     "calls": "CoreShowChannels",
+    "queues": "QueueStatus",
 }
 NO_HINTS = "No dialplan hints are available"  # extension_state.c: a PBX without any hint
 MAX_REASON = 120  # characters of a failure's text in a log line or on the banner
@@ -78,6 +80,9 @@ class Collector:
         self.clock = clock
         self.picture = PbxPicture(started_at=clock(), address=target.address)
         self.details = DetailTracker(self.picture, show_numbers=show_numbers)
+        self.queues = QueueBook()
+        self._queues_reloaded = asyncio.Event()  # app_queue reloaded: ask QueueStatus again
+        self._resyncing = asyncio.Lock()  # one list at a time: they share `_syncing`
         self.directory = directory or DirectoryFile(None)
         self.publisher = Publisher(
             self.picture, store, window=publish_window, clock=clock, metrics=self.metrics
@@ -161,39 +166,30 @@ class Collector:
     async def _follow(self, session: AmiSession) -> None:
         session.register_event("*", self._on_event)  # _take picks the events it knows
         await self._wait_for_boot(session)
-        await self._check_capabilities(session)
+        await log_missing(session.request, str(session.config.get("events") or ""), self.target.username)
         # The picture (and whatever of it fails, again) alongside the link watch: the panel
         # is live as soon as the lamps are in, the names and the retries come after.
-        async with background(self._take_picture(session), "collector-picture") as picture:
-            await self._watch_link(session, picture)
+        self._queues_reloaded.clear()
+        async with (
+            background(self._take_picture(session), "collector-picture") as picture,
+            background(self._follow_queue_reloads(session), "collector-queue-reloads") as reloads,
+        ):
+            await self._watch_link(session, picture, reloads)
 
-    async def _check_capabilities(self, session: AmiSession) -> None:
-        """Log, at every login, each capability this AMI user lacks: what is lost, why, the fix
-        (app/capabilities.py). One ListCommands (and a refused probe per action it leaves out)
-        tells the actions. Events cannot be told here: Asterisk says nothing of a user's read
-        classes or eventfilters (Login answers "Authentication accepted", the Events action
-        echoes the mask asked for), so only the login's `Events:` is checked; `blf-panel
-        check` proves the rest by comparing the PBX's own lists before and after a wait.
-        After the boot wait: a starting PBX has not registered every action yet."""
-        findings = events_not_asked(str(session.config.get("events") or ""))
-        findings += await unavailable_actions(session.request, self.target.username)
-        for finding in findings:
-            level = logging.WARNING if finding.capability.needed else logging.INFO
-            log.log(level, "AMI %s", finding.line())
-
-    async def _watch_link(self, session: AmiSession, picture: asyncio.Task[None]) -> None:
+    async def _watch_link(self, session: AmiSession, *tasks: asyncio.Task[None]) -> None:
         """Return never; raise LinkLost when the PBX closes the link or stops answering,
-        and what `picture` raised if it failed (a bug: the supervisor starts us again)."""
-        watched: set[asyncio.Future[Any]] = {session.lost, picture}
+        and what one of `tasks` raised if it failed (a bug: the supervisor starts us again)."""
+        watched: set[asyncio.Future[Any]] = {session.lost, *tasks}
         while True:
             done, _ = await asyncio.wait(
                 watched, timeout=self.target.ping_interval, return_when="FIRST_COMPLETED"
             )
             if session.lost in done:
                 raise LinkLost("connection closed by the PBX")
-            if picture in done:
-                watched.discard(picture)
-                picture.result()
+            if done - {session.lost}:
+                for task in done:
+                    watched.discard(task)
+                    task.result()
                 continue
             await self._ping(session)
 
@@ -277,12 +273,22 @@ class Collector:
             raise LinkLost(f"no answer within {self.target.ping_timeout:g}s (silent peer)") from None
         return None
 
-    async def _take_picture(self, session: AmiSession) -> None:
-        """The full picture, then the names the directory does not give. What fails (an
-        action not loaded or not allowed, no answer) is asked again after RETRY_FIRST s,
-        doubling to RETRY_MAX, RETRIES times; whatever is still missing, the next login asks."""
-        missing = set(PARTS)
-        unnamed: list[str] | None = None  # None: not asked yet
+    async def _follow_queue_reloads(self, session: AmiSession) -> None:
+        """`Reload` of app_queue (queues.conf read again, members may differ without a
+        QueueMember* event): the queues' part of the picture again, on the same link."""
+        while True:
+            await self._queues_reloaded.wait()
+            self._queues_reloaded.clear()
+            log.info("AMI %s: app_queue reloaded; asking QueueStatus again", self.target)
+            await self._take_picture(session, {"queues"})
+
+    async def _take_picture(self, session: AmiSession, parts: set[str] | None = None) -> None:
+        """The full picture (or these `parts` of it), then the names the directory does not
+        give. What fails (an action not loaded or not allowed, no answer) is asked again after
+        RETRY_FIRST s, doubling to RETRY_MAX, RETRIES times; whatever is still missing, the
+        next login asks."""
+        missing = set(PARTS) if parts is None else parts
+        unnamed: list[str] | None = None if parts is None else []  # None: not asked yet
         delay = RETRY_FIRST
         for attempt in range(RETRIES + 1):
             if attempt:
@@ -290,8 +296,9 @@ class Collector:
                 delay = min(delay * 2, RETRY_MAX)
             try:
                 if missing:
-                    missing = await self._resync(session, missing)
-                if "lamps" not in missing:
+                    async with self._resyncing:
+                        missing = await self._resync(session, missing)
+                if "lamps" not in missing and parts is None:
                     unnamed = await self._ask_names(session, unnamed)
             except LinkLost:
                 return  # the link watch sees it too, and ends the session
@@ -350,11 +357,20 @@ class Collector:
             if "calls" in answers:
                 self.details.rebuild_calls(answers["calls"], now)
             self.details.refresh_names()
+            shown = set(self.queues.queues) | set(self.picture.queues)
+            if "queues" in answers:
+                names, problems = self.queues.replace_all(answers["queues"], now)
+                for problem in problems:
+                    log.warning("skipping QueueStatus item: %s", problem)
+                shown |= names
+            self._show_queues(shown, now)
             list_arrival = {
                 parse_key(m): m.arrival for m in items or () if getattr(m, "arrival", None) is not None
             }
+            for m in answers.get("queues", ()):
+                list_arrival.setdefault(held_queue_key(m), getattr(m, "arrival", 0))
             for event in held:
-                key = parse_key(event)
+                key = held_queue_key(event) or parse_key(event)
                 if key is None or event.arrival > list_arrival.get(key, 0):
                     self._take(event, now)
             if items is not None:
@@ -445,6 +461,9 @@ class Collector:
         if self._take(message, self.clock()):
             self.publisher.poke()
 
+    def _show_queues(self, names: set[str], now: float) -> bool:
+        return self.picture.show_queues(self.queues, names, now, show_numbers=self.details.show_numbers)
+
     def _take(self, message: Message, now: float) -> bool:
         """Apply one event or list item to the picture; a bad frame is logged and skipped."""
         try:
@@ -460,6 +479,13 @@ class Collector:
                 return self.details.take_presence(message)
             if message.event in CHANNEL_EVENTS:
                 return self.details.take_channel_event(message, now)
+            if message.event in QUEUE_EVENTS:
+                names = self.queues.apply(message, now)
+                return self.picture.show_queues(
+                    self.queues, names, now, show_numbers=self.details.show_numbers
+                )
+            if message.event == "Reload" and str(message.get("Module") or "") in QUEUE_MODULES:
+                self._queues_reloaded.set()
         except InvalidFrame as error:
             log.warning("skipping AMI %s: %s", message.event or "frame", error)
         except Exception:  # a bug must not kill the AMI protocol (asyncio would close it)

@@ -12,7 +12,8 @@ from collections.abc import Iterable, Mapping
 
 from app.calls import Call, CallTracker
 from app.directory import Directory
-from app.schema import MAX_NAME, CallJSON, clean_text
+from app.schema import MAX_NAME, CallJSON, clean_text, is_phone_number
+from app.scope import without_numbers
 from app.snapshot import PbxPicture
 from app.states import CONTEXT_RE, EXTEN_RE, hint_devices, parse_presence
 
@@ -29,7 +30,7 @@ def callerid_name(callerid: str) -> str:
     bracket = unquoted.rfind("<")  # the last: a quoted name may hold a `<` of its own
     if bracket >= 0:
         name = _strip_quotes(unquoted[:bracket])
-    elif unquoted == text and _is_phone_number(unquoted[:255]):  # 255: its char tmp[256]
+    elif unquoted == text and is_phone_number(unquoted[:255]):  # 255: its char tmp[256]
         return ""
     else:
         name = _strip_quotes(unquoted)
@@ -45,13 +46,6 @@ def _strip_quotes(text: str) -> str:
     """ast_strip_quoted(s, "\"", "\""): blanks off, then one pair of surrounding quotes."""
     text = _strip_blanks(text)
     return text[1:-1] if text.startswith('"') and text.endswith('"') else text
-
-
-def _is_phone_number(text: str) -> bool:
-    """ast_isphonenumber after ast_shrink_phone_number: only digits, *, # and + once the
-    spaces, parentheses, dashes and dots (but a last one) are gone. (Asterisk keeps a dash
-    between brackets, but a bracket alone already makes it no number.)"""
-    return re.fullmatch(r"[0-9*#+]+", re.sub(r"[( )-]|\.(?!\Z)", "", text)) is not None
 
 
 class DetailTracker:
@@ -98,20 +92,26 @@ class DetailTracker:
                 (call for device in phones for call in self.calls.calls_for(device)),
                 key=lambda call: (call.since, call.channel),
             )
-            changed |= self.picture.set_details(key, calls=tuple(self._shown(call) for call in calls))
+            tenant = self.picture.extensions[key].details.tenant
+            changed |= self.picture.set_details(key, calls=tuple(self._shown(call, tenant) for call in calls))
         return changed
 
-    def _shown(self, call: Call) -> CallJSON:
-        """A call as the tile shows it: a colleague under the name the panel knows them by;
-        outside numbers hidden when SHOW_CALLER_NUMBERS=off."""
+    def _shown(self, call: Call, tenant: str) -> CallJSON:
+        """A call as the tile of an extension of firm `tenant` shows it: a colleague under
+        the name the panel knows them by; another firm's extension as no one (firms never
+        see each other's names or numbers); outside numbers, and names that are numbers,
+        hidden when SHOW_CALLER_NUMBERS=off."""
         shown = call.as_dict()
         number = str(shown.get("party_number") or "")
+        extensions = self.picture.extensions
         colleagues = self.picture.index.keys_of_exten(number) if number else []
-        if colleagues:
-            name = self.picture.extensions[colleagues[0]].details.name
-            shown["party_name"] = name or shown["party_name"]
-        elif number and not self.show_numbers:
-            shown["party_number"] = ""
+        own = [key for key in colleagues if extensions[key].details.tenant == tenant]
+        if own:
+            shown["party_name"] = extensions[own[0]].details.name or shown["party_name"]
+        elif colleagues:  # an extension of another firm only
+            shown["party_name"] = shown["party_number"] = ""
+        elif not self.show_numbers:
+            shown = without_numbers(shown, ())
         return shown
 
     # --- names and groups ---
@@ -135,7 +135,8 @@ class DetailTracker:
             exten = record.state.exten
             name = self.directory.name(exten) or self.pbx_names.get(exten, "")
             groups = self.directory.groups(exten)
-            changed |= self.picture.set_details(key, name=name, groups=tuple(groups))
+            tenant = self.directory.tenant(exten, record.state.context)
+            changed |= self.picture.set_details(key, name=name, groups=tuple(groups), tenant=tenant)
         return changed
 
     def unnamed(self) -> list[str]:

@@ -1,10 +1,12 @@
 """Names and groups for the tiles ("Anna (Sales)"), from the CSV file `DIRECTORY_FILE`:
 
-    exten,name,group
-    101,Anna Smith,Sales;Reception
-    102,"Smith, Bob",
+    exten,name,group[,tenant]
+    101,Anna Smith,Sales;Reception,acme
+    102,"Smith, Bob",,acme
 
-A header line, then one extension a line; several groups are separated by `;`. Blank lines
+A header line, then one extension a line; several groups are separated by `;`. The
+optional `tenant` column names the extension's firm; without it, TENANT_FROM_CONTEXT may
+derive the firm from the hint's context (`from-internal-acme` -> acme). Blank lines
 and lines starting with `#` are skipped; a UTF-8 BOM and CRLF are fine. A bad row is
 reported (source and line number) and skipped; the other rows are kept.
 
@@ -25,12 +27,13 @@ from pathlib import Path
 from stat import S_ISREG
 from types import MappingProxyType
 
-from app.schema import MAX_GROUP, MAX_NAME, clean_text
+from app.schema import MAX_GROUP, MAX_NAME, MAX_TENANT, clean_text
 from app.states import EXTEN_RE
 
 log = logging.getLogger(__name__)
 
 HEADER = ["exten", "name", "group"]
+HEADER_TENANT = [*HEADER, "tenant"]
 MAX_FILE_BYTES = 4 * 1024 * 1024  # 5,000 extensions take about 250 KB
 MAX_LOGGED_PROBLEMS = 50  # per change of the file; the rest are counted
 _GROUP_RE = re.compile(r"[\w &'.-]+")  # \w: letters and digits of any script, and _
@@ -39,10 +42,23 @@ _NOT_SLUG = re.compile(r"[^a-z0-9_.\s-]")
 _DASHES = re.compile(r"-{2,}")
 
 
-@lru_cache(maxsize=1024)
+_CACHED_SLUG = 4 * MAX_GROUP  # longer names (from URLs) are slugged but not kept
+
+
 def group_slug(name: str) -> str:
     """The group's name in a URL (`?group=sales-marketing`): lowercase ASCII (accents
-    dropped), spaces as `-`, only [a-z0-9-_.]."""
+    dropped), spaces as `-`, only [a-z0-9-_.]. Also a firm's name (a tenant)."""
+    # Only names a group can have are cached: 1,100 requests with 65 KB names kept
+    # +190 MB per worker in the cache when every name was.
+    return _cached_slug(name) if len(name) <= _CACHED_SLUG else _slug(name)
+
+
+@lru_cache(maxsize=1024)
+def _cached_slug(name: str) -> str:
+    return _slug(name)
+
+
+def _slug(name: str) -> str:
     text = unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode().lower()
     words = _NOT_SLUG.sub("", text).split()
     return _DASHES.sub("-", "-".join(words)).strip("-")
@@ -53,11 +69,21 @@ class Entry:
     exten: str
     name: str  # may be "": listed for its groups only
     groups: tuple[str, ...]
+    tenant: str = ""  # the firm (a slug); "": none named here
 
 
 @dataclass(frozen=True)
 class Directory:
     entries: Mapping[str, Entry] = field(default_factory=lambda: MappingProxyType({}))
+    tenant_pattern: re.Pattern[str] | None = None  # TENANT_FROM_CONTEXT
+
+    def tenant(self, exten: str, context: str) -> str:
+        """The extension's firm: the file's tenant column, else the first group of
+        TENANT_FROM_CONTEXT matched on the whole context, else "" (no firm)."""
+        entry = self.entries.get(exten)
+        if entry is not None and entry.tenant:
+            return entry.tenant
+        return tenant_from_context(self.tenant_pattern, context)
 
     def name(self, exten: str) -> str | None:
         """The extension's name; None when it is not listed or listed without a name."""
@@ -80,7 +106,20 @@ class Directory:
         return {group_slug(g): g for entry in self.entries.values() for g in entry.groups}
 
 
-def parse_directory(text: str, source: str = "directory") -> tuple[Directory, list[str]]:
+def tenant_from_context(pattern: re.Pattern[str] | None, context: str) -> str:
+    """The firm a context names (`from-internal-acme` -> acme with `from-internal-(.+)`)."""
+    match = pattern.fullmatch(context) if pattern is not None else None
+    return tenant_name(match.group(1) or "") if match else ""
+
+
+def tenant_name(raw: str) -> str:
+    """A firm's name as scopes and tiles know it: its slug (`ACME Ltd` -> acme-ltd)."""
+    return group_slug(clean_text(raw, MAX_TENANT))[:MAX_TENANT]
+
+
+def parse_directory(
+    text: str, source: str = "directory", tenant_pattern: re.Pattern[str] | None = None
+) -> tuple[Directory, list[str]]:
     """The directory in `text`, and one line for each problem found in it.
 
     Groups whose slugs are equal are one group, spelled as first seen ("Sales", "sales ").
@@ -90,6 +129,7 @@ def parse_directory(text: str, source: str = "directory") -> tuple[Directory, li
     spellings: dict[str, str] = {}  # group slug -> group
     problems: list[str] = []
     header_line = 0
+    columns = len(HEADER)
     for number, line in enumerate(_LINE_BREAK.split(text.removeprefix("\ufeff")), 1):
         if not line.strip() or line.lstrip().startswith("#"):
             continue
@@ -100,18 +140,25 @@ def parse_directory(text: str, source: str = "directory") -> tuple[Directory, li
             problems.append(f"{where}: not valid CSV ({error}); row skipped")
             continue
         if not header_line:
-            if [value.lower() for value in row] != HEADER:
+            if [value.lower() for value in row] not in (HEADER, HEADER_TENANT):
                 problems.append(f"{where}: header must be exten,name,group (got {line[:60]!r}); file ignored")
-                return Directory(), problems
+                return Directory(tenant_pattern=tenant_pattern), problems
+            columns = len(row)
             header_line = number
             continue
-        if len(row) != 3:
+        if len(row) == 3 and columns == 4:
+            row.append("")  # no firm named on this row
+        if len(row) != columns:
             problems.append(
-                f"{where}: {len(row)} columns, expected 3 (exten,name,group; "
+                f"{where}: {len(row)} columns, expected {columns} ({','.join(HEADER_TENANT[:columns])}; "
                 "quote a name that holds a comma); row skipped"
             )
             continue
-        exten, name, group_list = row
+        exten, name, group_list = row[:3]
+        tenant = tenant_name(row[3]) if columns == 4 else ""
+        if columns == 4 and row[3] and not tenant:
+            problems.append(f"{where}: tenant {row[3][:40]!r} needs a letter a-z or a digit; row skipped")
+            continue
         if not EXTEN_RE.fullmatch(exten):
             problems.append(
                 f"{where}: exten {exten[:40]!r} is not an extension (digits, letters, _+*#.-); row skipped"
@@ -140,11 +187,11 @@ def parse_directory(text: str, source: str = "directory") -> tuple[Directory, li
                 group = spellings.setdefault(slug, group)  # "sales" is the "Sales" seen before
                 if group not in groups:
                     groups.append(group)
-        entries[exten] = Entry(exten, clean_text(name, MAX_NAME), tuple(groups))
+        entries[exten] = Entry(exten, clean_text(name, MAX_NAME), tuple(groups), tenant)
         first_seen[exten] = number
     if not header_line:
         problems.append(f"{source} line 1: header must be exten,name,group (got nothing); file ignored")
-    return Directory(MappingProxyType(entries)), problems
+    return Directory(MappingProxyType(entries), tenant_pattern), problems
 
 
 class DirectoryFile:
@@ -159,9 +206,10 @@ class DirectoryFile:
     decoration: the lamps work without them.
     """
 
-    def __init__(self, path: str | Path | None) -> None:
+    def __init__(self, path: str | Path | None, tenant_from_context: str = "") -> None:
         self.path = Path(path) if path else None
-        self._directory = Directory()
+        self.tenant_pattern = re.compile(tenant_from_context) if tenant_from_context else None
+        self._directory = Directory(tenant_pattern=self.tenant_pattern)
         self._seen: object = None  # the stat signature read last, or the error logged last
 
     @property
@@ -170,8 +218,9 @@ class DirectoryFile:
 
     def load(self) -> bool:
         """Re-read the file if it changed; True when the directory changed."""
-        if self.path is None:
-            return False
+        if self.path is None:  # firms may still come from the contexts: once, True
+            first, self._seen = self._seen is None and self.tenant_pattern is not None, "no file"
+            return first
         try:
             stat = self.path.stat()
             signature = (stat.st_mtime_ns, stat.st_size, stat.st_ino)
@@ -192,7 +241,7 @@ class DirectoryFile:
             problems = [
                 f"{self.path} line {line}: not UTF-8 (save the file as UTF-8); bad bytes show as \ufffd"
             ]
-        directory, more = parse_directory(text, str(self.path))
+        directory, more = parse_directory(text, str(self.path), self.tenant_pattern)
         problems += more
         self._seen = signature
         for problem in problems[:MAX_LOGGED_PROBLEMS]:
@@ -212,7 +261,7 @@ class DirectoryFile:
         if message != self._seen:
             log.error("%s", message)
             self._seen = message
-        return self._replace(Directory())
+        return self._replace(Directory(tenant_pattern=self.tenant_pattern))
 
     def _replace(self, directory: Directory) -> bool:
         changed = directory != self._directory

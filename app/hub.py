@@ -5,14 +5,15 @@ The hot path must stay per change, not per viewer: viewers only join bytes the h
 already rendered, and a message for a given view is built once per update and cached.
 Viewers wake through a per-update `asyncio.Event` (never a shared future: cancelling one
 viewer's wait would cancel it for all). The wire format is not the hub's: messages are
-encoded by the `encode` it is given (app.sse).
+encoded by the `encode` it is given (app.sse). A view carries the viewer's Scope: nothing
+outside it is ever put in its messages, and what is cached lives only while a viewer of
+that view is connected (views come from URLs: they must not grow memory).
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
-import functools
 import logging
 import time
 from collections.abc import Callable, Iterable
@@ -21,48 +22,25 @@ from typing import cast
 
 from app.directory import group_slug
 from app.metrics import Metrics
-from app.schema import ChangesJSON, ExtensionJSON, LinkJSON, SnapshotJSON, clean_text, extension_order
+from app.schema import (
+    ChangesJSON,
+    ExtensionJSON,
+    LinkJSON,
+    SnapshotJSON,
+    clean_text,
+    extension_order,
+)
+from app.scope import ALL as EVERYTHING
+from app.scope import Scope
 from app.store import SnapshotStore, StoreError
 from app.tiles import LinkState, Renderer, tile_id, tile_ids
+from app.view import View
 
 log = logging.getLogger(__name__)
 
-HISTORY = 512  # updates kept for viewers that reconnect with Last-Event-ID
+HISTORY = 512  # updates kept (their tiles, not messages) for viewers that reconnect
 STORE_RETRY = 1.0
-MAX_VIEWS = 4096
-MAX_WHOLES = 64
-
-
-@dataclass(frozen=True)
-class View:
-    """What one viewer looks at: a list of extensions (an embed), or every extension,
-    narrowed to a group and a search; hashable, so messages are cached per view."""
-
-    extens: tuple[str, ...] | None = None
-    group: str = ""  # a group's slug
-    query: str = ""  # matched against number and name, case-insensitively
-
-    @functools.cached_property
-    def _hash(self) -> int:
-        return hash((self.extens, self.group, self.query))
-
-    def __hash__(self) -> int:  # looked up for every viewer of every message: hash once
-        return self._hash
-
-    @property
-    def listed(self) -> bool:
-        return self.extens is not None
-
-    def holds(self, extension: ExtensionJSON) -> bool:
-        if self.group and self.group not in {group_slug(g) for g in extension["groups"]}:
-            return False
-        if self.query:
-            query = self.query.casefold()
-            return extension["exten"].startswith(query) or query in extension["name"].casefold()
-        return True
-
-
-ALL = View()
+MAX_WHOLES = 64  # whole views kept for views nobody streams (a page load, a test)
 
 
 @dataclass(eq=False)
@@ -81,7 +59,12 @@ class Update:
     closing: bool = False  # the server is shutting down: streams end here
     next: Update | None = None
     ready: asyncio.Event = field(default_factory=asyncio.Event)
-    messages: dict[tuple[View, Update], bytes] = field(default_factory=dict)  # (view, chain start)
+    # The same tiles without outside callers' numbers, for scopes that hide them (the
+    # same str where a tile shows no call): two forms of a change at most, never one a scope.
+    hidden: dict[str, str] = field(default_factory=dict)
+    # view -> (chain start, or the version a reconnect resumes from) -> message. Kept on
+    # the head only: a viewer always catches up to the head, so older ones are never read.
+    messages: dict[View, dict[Update | int, bytes]] = field(default_factory=dict)
 
     def link_to(self, following: Update) -> None:
         self.next = following
@@ -113,10 +96,11 @@ class Hub:
         self.clock = clock
         self.extensions: dict[str, ExtensionJSON] = {}
         self.ids: dict[str, str] = {}
-        self.by_exten: dict[str, str] = {}
-        # key -> tile HTML for whole views (not out-of-band), rendered when first needed:
-        # a change renders the out-of-band form at once, this one only if a page asks.
-        self.tiles: dict[str, str] = {}
+        self.by_exten: dict[str, list[str]] = {}  # exten -> keys (one a context), display order
+        self.slugs: dict[str, frozenset[str]] = {}  # key -> its groups' slugs
+        # (key, numbers shown) -> tile HTML for whole views (not out-of-band), rendered when
+        # first needed: a change renders the out-of-band form at once, this one if a page asks.
+        self.tiles: dict[tuple[str, bool], str] = {}
         self.version = 0
         self.pbx = LinkState("pbx-down", clock())
         self.store_ok = True
@@ -126,7 +110,8 @@ class Hub:
         self.head = Update(0, 0, {}, True, True)
         self.history: collections.deque[Update] = collections.deque([self.head], maxlen=HISTORY)
         self.ready = asyncio.Event()  # set once the first snapshot (or store error) is in
-        self._views: dict[View, View] = {}
+        self._views: dict[View, View] = {}  # the views streamed now, one object each
+        self._viewers: collections.Counter[View] = collections.Counter()  # their viewers
         self._wholes: dict[View, bytes] = {}  # whole views as messages, for `_wholes_at`
         self._wholes_at: Update | None = None
         self._render_link()
@@ -141,46 +126,89 @@ class Hub:
             return LinkState("no-collector", self.clock())
         return self.pbx
 
-    def canonical(self, view: View) -> View:
-        """One object per distinct view, so that finding a view's message for each viewer
-        is an identity check rather than a comparison (bounded: views come from URLs)."""
-        if len(self._views) >= MAX_VIEWS:
-            self._views.clear()
-        return self._views.setdefault(view, view)
+    def join(self, view: View) -> View:
+        """A viewer starts streaming `view`: the one object of that view (finding its
+        message for each viewer is then an identity check), counted until `leave`."""
+        view = self._views.setdefault(view, view)
+        self._viewers[view] += 1
+        return view
+
+    def leave(self, view: View) -> None:
+        """A viewer of `view` left; with the last one, what was cached for it goes."""
+        self._viewers[view] -= 1
+        if self._viewers[view] <= 0:
+            del self._viewers[view]
+            self._views.pop(view, None)
+            self._wholes.pop(view, None)
+            self.head.messages.pop(view, None)
+
+    @property
+    def views(self) -> int:
+        """Distinct views streamed now (what the message caches are bounded by)."""
+        return len(self._views)
 
     def keys_for(self, view: View) -> list[tuple[str | None, str]]:
-        """(key, exten) pairs of a view, in display order; key None: not on this PBX."""
-        if view.extens is not None:
-            return [(self.by_exten.get(exten), exten) for exten in view.extens]
-        return [(key, self.extensions[key]["exten"]) for key in self.ids if view.holds(self.extensions[key])]
+        """(key, exten) pairs of a view, in display order; key None: not on this PBX (shown
+        as such only to those who see everything: to a scope, unknown and outside the
+        scope must look the same, so both are left out)."""
+        if view.extens is None:
+            return [(key, self.extensions[key]["exten"]) for key in self.ids if self._holds(view, key)]
+        pairs: list[tuple[str | None, str]] = []
+        for exten in view.extens:
+            keys = self.by_exten.get(exten)
+            if keys is None:
+                if view.scope.everything:
+                    pairs.append((None, exten))
+                continue
+            held = next((key for key in keys if self._holds_scope(view.scope, key)), None)
+            if held is not None:
+                pairs.append((held, exten))
+        return pairs
 
-    def groups(self) -> list[str]:
-        """Every group named in the snapshot, sorted."""
-        names = {g for ext in self.extensions.values() for g in ext["groups"]}
+    def groups(self, scope: Scope = EVERYTHING) -> list[str]:
+        """Every group named in the snapshot (of the extensions `scope` holds), sorted."""
+        held = (ext for key, ext in self.extensions.items() if self._holds_scope(scope, key))
+        names = {g for ext in held for g in ext["groups"]}
         return sorted(names, key=str.casefold)
+
+    def _holds(self, view: View, key: str) -> bool:
+        return view.holds(self.extensions[key], self.slugs[key])
+
+    def _holds_scope(self, scope: Scope, key: str) -> bool:
+        return scope.everything or scope.holds(self.extensions[key], self.slugs[key])
 
     def whole_view(self, view: View) -> str:
         """Every tile of a view, for the page itself (not out-of-band). The full panel
         is sectioned by group (an extension under its first group only: a tile id is
         unique on the page)."""
         pairs = self.keys_for(view)
+        numbers = view.scope.show_numbers
         if view.listed or not any(key and self.extensions[key]["groups"] for key, _ in pairs):
-            return " ".join(self._tile(key, exten) for key, exten in pairs)
+            return " ".join(self._tile(key, exten, numbers) for key, exten in pairs)
         sections: dict[str, list[str]] = {}
         for key, exten in pairs:
             groups = self.extensions[key]["groups"] if key else None
-            sections.setdefault(groups[0] if groups else "", []).append(self._tile(key, exten))
+            sections.setdefault(groups[0] if groups else "", []).append(self._tile(key, exten, numbers))
         ordered = sorted(sections, key=lambda g: (g == "", g.casefold()))
         return " ".join(self.renderer.group(name, " ".join(sections[name])) for name in ordered)
 
     def first_message(self, view: View, since: int | None) -> tuple[bytes, Update]:
         """The first message of a stream: what changed since `since` when the history
-        still holds it, else the whole view."""
+        still holds it, else the whole view. Built once per view and resume point while
+        the head stays (3,000 reconnects cost 3x as many whole-view connects when each
+        reconnect built its own catch-up)."""
         head = self.head
         if since is not None and self.history[0].after <= since <= head.version:
+            cached = head.messages.get(view, {}).get(since)
+            if cached is not None:
+                return cached, head
             chain = [u for u in self.history if u.version > since]
-            if not any(_whole_again(view, u) for u in chain):
-                return self.encode(head.version, self._changes(view, chain, link=True)), head
+            if any(_whole_again(view, u) for u in chain):
+                data = self._whole_message(view)
+            else:
+                data = self.encode(head.version, self._changes(view, chain, link=True))
+            head.messages.setdefault(view, {})[since] = data
+            return data, head
         return self._whole_message(view), head
 
     def _whole_message(self, view: View) -> bytes:
@@ -192,7 +220,7 @@ class Hub:
         data = self._wholes.get(view)
         if data is None:
             data = self.encode(self.head.version, self._full(view))
-            if len(self._wholes) < MAX_WHOLES:  # views come from URLs: bound what is kept
+            if view in self._viewers or len(self._wholes) < MAX_WHOLES:  # bounded: see `leave`
                 self._wholes[view] = data
         return data
 
@@ -201,7 +229,7 @@ class Hub:
         for all viewers of a view that start from the same update (all of them, when
         they keep up; most of them, when a busy loop lets them fall behind together)."""
         last, start = chain[-1], chain[0]
-        cached = last.messages.get((view, start))
+        cached = last.messages.get(view, {}).get(start)
         if cached is not None:
             return cached
         if any(_whole_again(view, u) for u in chain):
@@ -210,7 +238,7 @@ class Hub:
             html = self._changes(view, chain, link=any(u.link or u.heartbeat for u in chain))
         data = self.encode(last.version, html) if html else None
         if data is not None:
-            last.messages[(view, start)] = data
+            last.messages.setdefault(view, {})[start] = data
         return data
 
     # --- following the store ---
@@ -312,11 +340,11 @@ class Hub:
         extensions = {**self.extensions, **incoming} if partial else incoming
         full = resync or extensions.keys() != self.extensions.keys()
         if full:
-            self.ids = tile_ids(extensions)
+            self.ids = tile_ids(extensions, {key: ext.get("tenant", "") for key, ext in extensions.items()})
             self.ids = dict(sorted(self.ids.items(), key=lambda kv: extension_order(extensions[kv[0]])))
             self.by_exten = {}
             for key in self.ids:
-                self.by_exten.setdefault(extensions[key]["exten"], key)
+                self.by_exten.setdefault(extensions[key]["exten"], []).append(key)
             self.tiles = {}
         if full:
             changed = list(extensions)
@@ -328,13 +356,22 @@ class Hub:
         renamed = any(_name(self.extensions.get(key)) != _name(extensions[key]) for key in changed)
         self.extensions = extensions
         for key in changed:
-            self.tiles.pop(key, None)
+            self.tiles.pop((key, True), None)
+            self.tiles.pop((key, False), None)
+            self.slugs[key] = frozenset(group_slug(g) for g in extensions[key]["groups"])
+        if full:
+            self.slugs = {key: self.slugs[key] for key in extensions}
         rendered = {key: self._render_tile(key, oob=True) for key in changed}
+        hidden = {
+            key: self._render_tile(key, oob=True, numbers=False) if extensions[key].get("calls") else tile
+            for key, tile in rendered.items()
+        }
         state = pbx_link(snapshot["pbx"])
         link_changed = state != self.pbx
         self.pbx = state
         if changed or link_changed or full:
-            self._publish(int(snapshot["version"]), rendered, full=full, link=link_changed, renamed=renamed)
+            version = int(snapshot["version"])
+            self._publish(version, rendered, full=full, link=link_changed, renamed=renamed, hidden=hidden)
             if changed and not resync and snapshot.get("updated_at"):
                 # From the collector's publication to the bytes ready for every viewer: the
                 # store's round trip, the poll and the render (clocks of one host, or NTP).
@@ -349,30 +386,36 @@ class Hub:
         link: bool,
         heartbeat: bool = False,
         renamed: bool = False,
+        hidden: dict[str, str] | None = None,
     ) -> None:
         if link or heartbeat:
             self._render_link()
         update = Update(max(version, self.version), self.head.version, tiles, full, link, heartbeat, renamed)
+        update.hidden = tiles if hidden is None else hidden
         self.version = update.version
         previous, self.head = self.head, update
         self.history.append(update)
         previous.link_to(update)
+        previous.messages = {}  # viewers catch up to the head: these are never read again
+        self._wholes, self._wholes_at = {}, update  # nor whole views built for an older head
 
     # --- rendering and encoding ---
 
-    def _render_tile(self, key: str, *, oob: bool) -> str:
+    def _render_tile(self, key: str, *, oob: bool, numbers: bool = True) -> str:
         extension = self.extensions[key]
-        return self.renderer.tile(extension, self.ids[key], extension["exten"], oob=oob)
+        inside = None if numbers else self.by_exten  # a colleague's number is no outside number
+        return self.renderer.tile(extension, self.ids[key], extension["exten"], oob=oob, inside=inside)
 
     def _render_link(self) -> None:
         self.link_html = self.renderer.link(self.link, oob=True)
 
-    def _tile(self, key: str | None, exten: str) -> str:
+    def _tile(self, key: str | None, exten: str, numbers: bool = True) -> str:
         if key is None:
             return self.renderer.tile(None, tile_id(exten, ""), exten, oob=False)
-        tile = self.tiles.get(key)
+        numbers = numbers or not self.extensions[key].get("calls")  # nothing to hide: one form
+        tile = self.tiles.get((key, numbers))
         if tile is None:
-            tile = self.tiles[key] = self._render_tile(key, oob=False)
+            tile = self.tiles[(key, numbers)] = self._render_tile(key, oob=False, numbers=numbers)
         return tile
 
     def _full(self, view: View) -> str:
@@ -380,13 +423,14 @@ class Hub:
 
     def _changes(self, view: View, chain: Iterable[Update], *, link: bool) -> str:
         merged: dict[str, str] = {}
+        numbers = view.scope.show_numbers
         for update in chain:
-            merged.update(update.tiles)
+            merged.update(update.tiles if numbers else update.hidden)
         if view.extens is not None:
-            wanted = {self.by_exten.get(exten) for exten in view.extens}
+            wanted = {key for key, _ in self.keys_for(view)}
             keys: Iterable[str] = [key for key in merged if key in wanted]
         else:
-            keys = [key for key in merged if key in self.extensions and view.holds(self.extensions[key])]
+            keys = [key for key in merged if key in self.extensions and self._holds(view, key)]
         parts = [merged[key] for key in keys]
         if link:
             parts.insert(0, self.link_html)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import json
 import logging
 import os
 import re
@@ -20,23 +21,31 @@ from urllib.parse import urlencode
 from markupsafe import Markup
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from app.auth.identify import Auth, Denied, Door, admit, denied_response, identify, route_path, visitor
+from app.auth.sessions import Sessions
+from app.auth.signin import ROUTES as SIGNIN_ROUTES
 from app.directory import group_slug
-from app.hub import Hub, View
+from app.hub import Hub
 from app.metrics import Metrics, forget_process
 from app.runtime import lead_or_follow, lease_owner, running_collector, store_from
+from app.scope import ALL as SEE_ALL
+from app.scope import Scope as UserScope
+from app.scope import scoped_snapshot
 from app.settings import Settings, load_settings
 from app.sse import EventStream, Viewers, encode, end_streams_at_shutdown, event_stream
 from app.states import EXTEN_RE
 from app.store import MemoryStore, StoreError
 from app.tasks import Health, background, supervise
 from app.tiles import Renderer
-from app.transport import DescriptorWatch
+from app.transport import DescriptorWatch, transport_of
+from app.view import View
 
 log = logging.getLogger(__name__)
 
@@ -51,9 +60,18 @@ class BadView(ValueError):
     """A malformed or over-long extension list in the URL."""
 
 
+def user_scope(request: Request) -> UserScope:
+    """What the request may see: set by the sign-in (or an embed token) before any route
+    runs; everything only where nothing set it (AUTH=none)."""
+    return getattr(request.state, "scope", SEE_ALL)
+
+
 def parse_view(request: Request) -> View:
-    """`?ext=101,102`, `?group=sales`, `?q=ann` as a View; 400 on anything malformed."""
+    """`?ext=101,102`, `?group=sales`, `?q=ann` as a View within the request's scope (the
+    URL only narrows it); 400 on anything malformed."""
     raw_group = request.query_params.get("group", "").strip()
+    if len(raw_group) > MAX_VIEW_PARAM:
+        raise BadView(f"the group is longer than {MAX_VIEW_PARAM} characters")
     group = group_slug(raw_group)[:40] if raw_group else ""
     if raw_group and not GROUP_SLUG.fullmatch(group):
         raise BadView("the group must be a group's name, like sales or front-desk")
@@ -61,7 +79,7 @@ def parse_view(request: Request) -> View:
     if len(query) > MAX_QUERY:
         raise BadView(f"the search is longer than {MAX_QUERY} characters")
     query = "".join(ch for ch in query if ch.isprintable())
-    return View(_parse_extens(request.query_params.get("ext")), group, query)
+    return View(_parse_extens(request.query_params.get("ext")), group, query, user_scope(request))
 
 
 def _parse_extens(raw: str | None) -> tuple[str, ...] | None:
@@ -78,9 +96,10 @@ def _parse_extens(raw: str | None) -> tuple[str, ...] | None:
     return tuple(dict.fromkeys(items))
 
 
-def _view_query(view: View) -> str:
-    """The view as URL parameters, ending in & (for `events?...since=N`)."""
-    params: dict[str, str] = {}
+def _view_query(view: View, token: str | None = None) -> str:
+    """The view as URL parameters, ending in & (for `events?...since=N`); a signed embed
+    link's token travels with it, so the stream has the same authority as the frame."""
+    params: dict[str, str] = {"token": token} if token else {}
     if view.extens is not None:
         params["ext"] = ",".join(view.extens)
     if view.group:
@@ -108,9 +127,9 @@ async def _render_view(request: Request, template: str) -> Response:
         "title": settings.panel_title,
         "tiles_html": Markup(tiles),  # noqa: S704 - rendered by our autoescaping templates
         "link_html": Markup(hub.renderer.link(hub.link, oob=False)),  # noqa: S704
-        "events_url": f"events?{_view_query(view)}since={hub.version}",
+        "events_url": f"events?{_view_query(view, request.query_params.get('token'))}since={hub.version}",
         "count": len(hub.keys_for(view)),
-        "groups": [(name, group_slug(name)) for name in hub.groups()],
+        "groups": [(name, group_slug(name)) for name in hub.groups(view.scope)],
         "group": view.group,
         "query": view.query,
     }
@@ -126,13 +145,17 @@ async def events(request: Request) -> EventStream:
 
 
 async def snapshot_api(request: Request) -> Response:
-    """The snapshot exactly as the store holds it (the memcached contract)."""
+    """The snapshot exactly as the store holds it (the memcached contract); to a scope,
+    only the extensions it holds (and no outside numbers where it hides them)."""
+    scope = user_scope(request)
     try:
         raw = await request.app.state.store.read_snapshot_bytes()
     except StoreError as error:
         return JSONResponse({"error": f"store unreachable: {error}"}, status_code=503)
     if raw is None:
         return JSONResponse({"error": "no snapshot published yet"}, status_code=503)
+    if not scope.everything or not scope.show_numbers:
+        raw = json.dumps(scoped_snapshot(json.loads(raw), scope), separators=(",", ":")).encode()
     return Response(raw, media_type="application/json", headers={"Cache-Control": "no-store"})
 
 
@@ -150,6 +173,9 @@ async def healthz(request: Request) -> Response:
         body["collector_running"] = hub.collector_ok
     if not health.ok:
         body["failing"] = sorted(health.failing)  # the names of the parts being restarted
+    if request.app.state.settings.auth_mode != "none":
+        # Open to load balancers, so it tells strangers no more than up or not.
+        body = {"status": body["status"]}
     return JSONResponse(body, status_code=200 if ok else 503, headers={"Cache-Control": "no-store"})
 
 
@@ -171,9 +197,12 @@ def _error_page(request: Request, status: int, message: str) -> Response:
 
 
 def security_headers(frame_ancestors: str) -> list[tuple[bytes, bytes]]:
-    """The framing policy (FRAME_ANCESTORS) and no-sniff, for every response."""
+    """The framing policy (FRAME_ANCESTORS), scripts only from our own files, and no-sniff,
+    for every response. htmx 4 evaluates `hx-on:*` and re-runs a `<script>` in swapped
+    content: with script-src 'self' an injected one does not run, should escaping ever miss."""
+    policy = f"frame-ancestors {frame_ancestors}; script-src 'self'; object-src 'none'; base-uri 'none'"
     return [
-        (b"content-security-policy", f"frame-ancestors {frame_ancestors}".encode()),
+        (b"content-security-policy", policy.encode()),
         (b"x-content-type-options", b"nosniff"),
         (b"referrer-policy", b"same-origin"),
     ]
@@ -203,12 +232,30 @@ class Panel(Starlette):
     """Starlette, except that a well-formed request for the event stream skips the
     middleware stack: its three `send` wrappers ran for every message of every viewer,
     about a tenth of the server's time at 1,000 viewers (docs/benchmarks.md). So the
-    security headers are set here; a malformed request takes the normal path (error page).
+    security headers and `identify` run here; a malformed request or a host the fast path
+    does not know at once take the normal path (error page, TrustedHostMiddleware).
     """
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["method"] in ("GET", "HEAD") and _route_path(scope) == "/events":
+        if scope["type"] != "http":
+            await super().__call__(scope, receive, send)
+            return
+        # The TCP peer, before anything trusts X-Forwarded-For (uvicorn's proxy headers
+        # have already replaced `client` with it when the peer was 127.0.0.1).
+        transport = transport_of(send)
+        peer = transport.get_extra_info("peername") if transport is not None else None
+        if peer:
+            scope["blf.peer"] = peer
+        if scope["method"] in ("GET", "HEAD") and route_path(scope) == "/events" and self._known_host(scope):
             scope["app"] = self
+            auth: Auth = self.state.auth
+            try:
+                admit(scope, identify(scope, auth))
+            except Denied as denied:
+                response = denied_response(denied, scope, auth)
+                response.raw_headers += self.state.security_headers
+                await response(scope, receive, send)
+                return
             try:
                 stream = await events(Request(scope, receive))
             except BadView:
@@ -219,11 +266,27 @@ class Panel(Starlette):
                 return
         await super().__call__(scope, receive, send)
 
+    def _known_host(self, scope: Scope) -> bool:
+        """The Host is one of ALLOWED_HOSTS written out (a wildcard one, or a wrong one,
+        takes the normal path, where TrustedHostMiddleware decides)."""
+        hosts: frozenset[str] | None = self.state.exact_hosts
+        if hosts is None:
+            return True
+        for name, value in scope["headers"]:
+            if name == b"host":  # as TrustedHostMiddleware reads it
+                return value.decode("latin-1").split(":")[0] in hosts
+        return False
 
-def _route_path(scope: Scope) -> str:
-    path: str = scope["path"]
-    root = scope.get("root_path", "")
-    return path[len(root) :] if root and path.startswith(root + "/") else path
+
+LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
+
+
+def allowed_hosts(settings: Settings) -> list[str]:
+    """ALLOWED_HOSTS, the loopback names (always), and HOST when it is one address."""
+    hosts = [*LOOPBACK_NAMES, *settings.allowed_hosts]
+    if settings.host not in ("", "0.0.0.0", "::") and settings.host not in hosts:
+        hosts.append(settings.host)
+    return hosts
 
 
 def create_app(settings: Settings | None = None) -> Starlette:
@@ -239,9 +302,11 @@ def create_app(settings: Settings | None = None) -> Starlette:
         hub_store = store_from(settings) if shared else store
         # Made here, after `serve` chose the multi-process directory (app.metrics).
         app.state.metrics = metrics = Metrics()
+        renderer = Renderer(demo=settings.demo)
+        renderer.env.globals["visitor"] = visitor.get  # the page's sign-out button
         hub = Hub(
             hub_store,
-            Renderer(demo=settings.demo),
+            renderer,
             encode,
             poll_interval=settings.store_poll,
             heartbeat=settings.heartbeat,
@@ -281,8 +346,10 @@ def create_app(settings: Settings | None = None) -> Starlette:
             yield
 
     headers = security_headers(settings.frame_ancestors)
+    auth = Auth.from_settings(settings)
     app = Panel(
         routes=[
+            *(SIGNIN_ROUTES if settings.auth_mode == "users" else []),
             Route("/", page),
             Route("/embed", embed),
             Route("/events", events),
@@ -293,5 +360,14 @@ def create_app(settings: Settings | None = None) -> Starlette:
         lifespan=lifespan,
         exception_handlers={BadView: _bad_request, HTTPException: _http_error},
     )
+    hosts = allowed_hosts(settings)
+    app.state.auth = auth
+    app.state.exact_hosts = None if "*" in hosts else frozenset(h for h in hosts if "*" not in h)
+    app.add_middleware(Door, auth=auth)  # innermost: it reads the session
+    if settings.auth_mode == "users":
+        app.add_middleware(Sessions, secret_key=settings.secret_key, max_age=settings.session_lifetime)
+    # A web page on another site can reach a LAN panel by DNS rebinding: its own name then
+    # points at the panel, and only the Host header still tells.
+    app.add_middleware(TrustedHostMiddleware, allowed_hosts=hosts, www_redirect=False)
     app.add_middleware(SecurityHeaders, headers=headers)
     return app

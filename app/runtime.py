@@ -98,7 +98,7 @@ async def running_collector(
             target,
             store,
             publish_window=settings.publish_window,
-            directory=DirectoryFile(directory_path(settings)),
+            directory=DirectoryFile(directory_path(settings), settings.tenant_from_context),
             show_numbers=settings.show_caller_numbers,
             metrics=metrics,
         )

@@ -1,4 +1,4 @@
-"""The typed shape of what travels: the snapshot, an extension, a call, presence, the
+"""The typed shape of what travels: the snapshot, an extension, a call, presence, a queue, the
 `changes` key; the one sanitiser and the length limits for untrusted text.
 
 Every room that writes or reads the store contract uses these types, so a field renamed
@@ -19,6 +19,7 @@ MAX_NAME = 80
 MAX_NUMBER = 40
 MAX_PRESENCE_TEXT = 120
 MAX_GROUP = 40
+MAX_TENANT = 40  # a firm's name, as in URLs and scopes (a slug)
 MAX_HINT = 512
 
 # Zero-width (non-)joiner: some scripts and emoji need them; every other format character
@@ -82,6 +83,67 @@ class ExtensionJSON(TypedDict):
     groups: list[str]
     presence: PresenceJSON | None
     calls: list[CallJSON]
+    queues: NotRequired[list[ExtensionQueueJSON]]  # the queues it serves (absent before queues)
+
+
+class ExtensionQueueJSON(TypedDict):
+    """One queue an extension serves, with its pause there."""
+
+    queue: str  # a key of the snapshot's `queues`
+    paused: bool
+    reason: str  # PausedReason while paused ("lunch"), cleaned; "" when none or not paused
+    paused_since: float | None  # epoch seconds (Asterisk's LastPause) while paused, else None
+
+
+# Asterisk's enum ast_device_state in lower case, as a member's `status`.
+MemberStatus = Literal[
+    "unknown", "not_inuse", "inuse", "busy", "invalid", "unavailable", "ringing", "ringinuse", "onhold"
+]
+
+
+class QueueCallerJSON(TypedDict):
+    position: int  # 1 is next
+    joined_at: float  # epoch seconds: the wait is now - joined_at
+    name: str
+    number: str  # "" when unknown, or an outside number under SHOW_CALLER_NUMBERS=off
+
+
+class QueueMemberJSON(TypedDict):
+    interface: str  # Asterisk's Interface: `PJSIP/100`, `Local/101@from-queue/n`
+    extension: str | None  # "<exten>@<context>" of its extension, None when none maps
+    name: str  # MemberName, cleaned (the interface when it has none)
+    membership: Literal["static", "dynamic", "realtime"]
+    penalty: int
+    paused: bool
+    reason: str
+    paused_since: float | None  # epoch seconds while paused, else None
+    in_call: bool  # on a call from this queue (AgentConnect until AgentComplete)
+    ringing: bool  # the queue rings it for a caller (AgentCalled)
+    status: MemberStatus  # the state of its StateInterface as app_queue sees it
+    calls_taken: int
+    last_call: float | None  # epoch seconds of its last queue call's end, None: none yet
+
+
+class QueueJSON(TypedDict):
+    """One queue; `callers` by position, `members` by name. Counts are Asterisk's own
+    (QueueParams at each resync, then counted from the events)."""
+
+    name: str
+    strategy: str  # ringall, leastrecent, ...
+    max: int  # 0: no limit
+    callers: list[QueueCallerJSON]
+    longest_since: float | None  # join time of the longest waiting caller, None when none
+    completed: int
+    abandoned: int
+    holdtime: int  # seconds, Asterisk's running average
+    talktime: int
+    service_level: int  # seconds
+    service_level_perf: float  # percent of completed calls answered within service_level
+    service_level_perf2: float  # the same counting abandoned calls too
+    members: list[QueueMemberJSON]
+    changed_at: NotRequired[float]
+    version: NotRequired[int]  # the version in which it last changed
+    tenant: str  # the firm (a slug); "" in a one-firm install (older snapshots lack it)
 
 
 # The AMI link as the collector sees it: "connecting" (never logged in yet), "starting"
@@ -103,6 +165,7 @@ class SnapshotJSON(TypedDict):
     updated_at: float
     pbx: LinkJSON
     extensions: dict[str, ExtensionJSON]  # "<exten>@<context>" -> the extension
+    queues: NotRequired[dict[str, QueueJSON]]  # queue name (checked) -> the queue
 
 
 class ChangesJSON(TypedDict):
@@ -115,10 +178,22 @@ class ChangesJSON(TypedDict):
     whole_at: int
     pbx: LinkJSON
     extensions: dict[str, ExtensionJSON]
+    queues: NotRequired[dict[str, QueueJSON]]  # the queues changed after `since`
 
 
 def extension_order(extension: Mapping[str, object]) -> tuple[int, int, str, str]:
     """The one display order of extensions: numbers numerically, then the rest by name."""
-    exten = str(extension.get("exten", ""))
+    return (*exten_order(str(extension.get("exten", ""))), str(extension.get("context", "")))
+
+
+def exten_order(exten: str) -> tuple[int, int, str]:
+    """`extension_order` of an extension number alone (the order of a view's ext list)."""
     numeric = exten.isdigit()
-    return (0 if numeric else 1, int(exten) if numeric else 0, exten, str(extension.get("context", "")))
+    return (0 if numeric else 1, int(exten) if numeric else 0, exten)
+
+
+def is_phone_number(text: str) -> bool:
+    """ast_isphonenumber after ast_shrink_phone_number: only digits, *, # and + once the
+    spaces, parentheses, dashes and dots (but a last one) are gone. (Asterisk keeps a dash
+    between brackets, but a bracket alone already makes it no number.)"""
+    return re.fullmatch(r"[0-9*#+]+", re.sub(r"[( )-]|\.(?!\Z)", "", text)) is not None

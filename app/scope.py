@@ -7,9 +7,10 @@ and the routes apply it. Do not break: a Scope decides everything that leaves th
 from __future__ import annotations
 
 import functools
+from collections.abc import Container
 from dataclasses import dataclass
 
-from app.schema import ExtensionJSON
+from app.schema import CallJSON, ExtensionJSON, SnapshotJSON, is_phone_number
 
 
 @dataclass(frozen=True)
@@ -50,6 +51,38 @@ class Scope:
 ALL = Scope()
 
 
+def without_numbers(call: CallJSON, inside: Container[str]) -> CallJSON:
+    """`call` as a viewer who may not see outside numbers is shown it: the party's number
+    gone unless it is one of `inside` (an extension of this PBX), and a caller ID name that
+    is a number too (a carrier that sends no name sends the number as the name)."""
+    number, name = str(call.get("party_number") or ""), str(call.get("party_name") or "")
+    if not number and not name or number in inside:
+        return call
+    shown = dict(call)
+    shown["party_number"] = ""
+    if name and is_phone_number(name):
+        shown["party_name"] = ""
+    return shown  # type: ignore[return-value]  # a CallJSON with two fields changed
+
+
+def scoped_snapshot(snapshot: SnapshotJSON, scope: Scope) -> SnapshotJSON:
+    """The snapshot a viewer of `scope` may read (/api/snapshot): only the extensions it
+    holds, and without outside numbers when the scope hides them."""
+    from app.directory import group_slug
+
+    extensions: dict[str, ExtensionJSON] = {}
+    inside = {ext["exten"] for ext in snapshot["extensions"].values()}
+    for key, ext in snapshot["extensions"].items():
+        if scope.holds(ext, frozenset(group_slug(g) for g in ext["groups"])):
+            if not scope.show_numbers and ext.get("calls"):
+                ext = {**ext, "calls": [without_numbers(c, inside) for c in ext["calls"]]}  # type: ignore[typeddict-item]
+            extensions[key] = ext
+    # Only the keys known to be per extension or harmless: anything else published beside
+    # them (queues, say) may name another firm's callers, so a scope does not get it.
+    kept = {key: snapshot[key] for key in ("version", "updated_at", "pbx") if key in snapshot}  # type: ignore[literal-required]
+    return {**kept, "extensions": extensions}  # type: ignore[typeddict-item]
+
+
 class ScopeError(ValueError):
     """A scope written wrongly (users file, proxy mapping file); the message says where."""
 
@@ -62,7 +95,7 @@ def parse_scope(text: str) -> Scope:
     """A scope as an admin writes it in the users file or the proxy mapping file:
     `*` (everything), or `;`-separated parts, each `firm=acme,beta`, `group=sales,support`,
     `ext=101,102` or `numbers=off`; e.g. `firm=acme; group=sales; numbers=off`.
-    Group names are matched by their slug, as in URLs (`Front desk` = `front-desk`)."""
+    Group and firm names are matched by their slug, as in URLs (`Front desk` = `front-desk`)."""
     from app.directory import group_slug  # the one slug rule of groups
     from app.states import EXTEN_RE
 
@@ -92,7 +125,7 @@ def parse_scope(text: str) -> Scope:
             bad = [item for item in items if not EXTEN_RE.fullmatch(item)]
             if bad:
                 raise ScopeError(f"ext={bad[0][:20]!r} is not an extension")
-        elif field == "groups":
+        else:  # group and firm names are matched by their slugs, as in URLs
             items = [group_slug(item) for item in items]
         found[field] = found.get(field, frozenset()) | frozenset(items)
     return Scope(show_numbers=show_numbers, **found)

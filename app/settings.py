@@ -114,6 +114,20 @@ def _log_level(value: str) -> str:
     return level
 
 
+def _tenant_pattern(value: str) -> str:
+    """A regular expression matched on the whole context, whose first group is the firm
+    (FreePBX multi-tenant: from-internal-(.+)); "" for one firm."""
+    if not value:
+        return value
+    try:
+        pattern = re.compile(value)
+    except re.error as error:
+        raise ValueError(f"{value!r} is not a regular expression ({error})") from None
+    if pattern.groups < 1:
+        raise ValueError(f"{value!r} has no group: put the firm's part in ( ), e.g. from-internal-(.+)")
+    return value
+
+
 def _workers(value: str) -> int:
     if not value.isdigit() or not 1 <= int(value) <= 64:
         raise ValueError(f"{value!r} is not a number of workers (1-64)")
@@ -222,6 +236,83 @@ def _metrics_listen(value: str) -> tuple[str, int] | None:
     return parse_listen(value)
 
 
+def _audience(value: str) -> str:
+    if value and not re.fullmatch(r"[\x21-\x7e]{1,200}", value):
+        raise ValueError(f"{value[:40]!r} is not an audience (1-200 printable characters, no spaces)")
+    return value
+
+
+# --- who may see what (app/auth) ---
+
+AUTH_MODES = ("none", "users", "proxy")
+MIN_SECRET_KEY_BYTES = 32  # HMAC-SHA1/256 keys: shorter ones can be guessed offline from one cookie
+
+
+def _auth(value: str) -> str:
+    # Empty is the default, "none" said by nobody: the panel stays open on loopback only.
+    # AUTH=none written out (environment or settings.env) is the admin's explicit choice.
+    if value and value.lower() not in AUTH_MODES:
+        raise ValueError(f"{value!r} is not one of none, users, proxy")
+    return value.lower()
+
+
+def _secret_key(value: str) -> str:
+    if value and len(value.encode()) < MIN_SECRET_KEY_BYTES:
+        raise ValueError(
+            f"is {len(value.encode())} bytes, at least {MIN_SECRET_KEY_BYTES} needed; make one with "
+            "python3 -c 'import secrets; print(secrets.token_urlsafe(32))'"
+        )
+    return value
+
+
+def _lifetime(value: str) -> int:
+    # A minute at least (else a sign-in ends before the page loads), 30 days at most.
+    if not value.isdigit() or not 60 <= int(value) <= 30 * 24 * 3600:
+        raise ValueError(f"{value!r} is not a number of seconds (60-2592000)")
+    return int(value)
+
+
+def _networks(value: str) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    networks = []
+    for item in value.replace(",", " ").split():
+        try:
+            networks.append(ipaddress.ip_network(item, strict=False))
+        except ValueError:
+            raise ValueError(f"{item!r} is not an address or network like 10.0.0.5 or 10.0.0.0/24") from None
+    return tuple(networks)
+
+
+def _header_name(value: str) -> str:
+    if not re.fullmatch(r"[A-Za-z0-9-]{1,64}", value):
+        raise ValueError(f"{value!r} is not an HTTP header name like Remote-User")
+    return value.lower()
+
+
+def _host_names(value: str) -> tuple[str, ...]:
+    names = tuple(item.lower() for item in value.replace(",", " ").split())
+    for name in names:
+        bare = name[2:] if name.startswith("*.") else name
+        if name != "*" and _bare_host(bare) is None:
+            raise ValueError(f"{name!r} is not a host name (panel.example.com, *.example.com or *)")
+    return names
+
+
+def check_auth(settings: Settings) -> None:
+    """What one AUTH mode needs from the other settings (SettingsError naming the missing one)."""
+    if settings.auth in ("users", "proxy") and not settings.secret_key:
+        raise SettingsError(
+            "SECRET_KEY",
+            f"required with AUTH={settings.auth}; make one with "
+            "python3 -c 'import secrets; print(secrets.token_urlsafe(32))'",
+        )
+    if settings.auth == "users" and not settings.users_file:
+        raise SettingsError("USERS_FILE", "required with AUTH=users (blf-panel user add NAME creates it)")
+    if settings.auth == "proxy" and not settings.trusted_proxies:
+        raise SettingsError("TRUSTED_PROXIES", "required with AUTH=proxy: the proxy's address(es)")
+    if settings.auth == "proxy" and not settings.proxy_scopes_file:
+        raise SettingsError("PROXY_SCOPES_FILE", "required with AUTH=proxy: which group sees what")
+
+
 @dataclass(frozen=True)
 class Setting:
     name: str
@@ -235,7 +326,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("AMI_PORT", "5038", "AMI TCP port", _port),
     Setting("AMI_USERNAME", "blf", "AMI user (manager.conf section)", _text),
     Setting("AMI_SECRET", "blfsecret", "AMI secret of that user", _text),
-    Setting("AMI_EVENTS", "call", "AMI event classes asked for at login", _ami_events),
+    Setting("AMI_EVENTS", "call,agent,system", "AMI event classes asked for at login", _ami_events),
     Setting("AMI_PING_INTERVAL", "5", "seconds between pings that check the PBX", _positive_float),
     Setting("AMI_PING_TIMEOUT", "3", "seconds a ping may take before the link is dead", _positive_float),
     Setting("AMI_RECONNECT_MAX", "30", "longest wait between reconnect attempts (s)", _positive_float),
@@ -262,7 +353,22 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("LEASE_TTL", "4", "seconds the collector lease lives unless renewed", _lease_ttl),
     Setting("DIRECTORY_FILE", "", "CSV exten,name,group of names and groups (empty: none)", _text),
     Setting("SHOW_CALLER_NUMBERS", "on", "off hides outside callers' numbers on the tiles", _on_off),
+    Setting("TENANT_FROM_CONTEXT", "", "regex on the hint's context; group 1 is the firm", _tenant_pattern),
     Setting("METRICS_LISTEN", "", "PORT or HOST:PORT of Prometheus /metrics; empty: off", _metrics_listen),
+    Setting("AUTH", "", "who may see the panel: none, users or proxy (empty: none, loopback only)", _auth),
+    Setting("USERS_FILE", "", "users file of AUTH=users (blf-panel user add NAME)", _text),
+    Setting("SECRET_KEY", "", "signs sessions; 32 bytes or more, required unless AUTH=none", _secret_key),
+    Setting("SESSION_LIFETIME", "43200", "seconds a sign-in lasts", _lifetime),
+    Setting("TRUSTED_PROXIES", "", "addresses/networks of the proxy of AUTH=proxy", _networks),
+    Setting("PROXY_USER_HEADER", "Remote-User", "header naming the user (AUTH=proxy)", _header_name),
+    Setting(
+        "PROXY_GROUPS_HEADER", "Remote-Groups", "header listing the user's groups (AUTH=proxy)", _header_name
+    ),
+    Setting("PROXY_SCOPES_FILE", "", "file mapping groups to role and scope (AUTH=proxy)", _text),
+    Setting("ALLOWED_HOSTS", "", "host names the panel answers to, besides loopback ones", _host_names),
+    Setting("EMBED_SECRET", "", "key of signed embed links (32+ bytes); empty: off", _secret_key),
+    Setting("EMBED_SECRET_PREVIOUS", "", "the key before EMBED_SECRET, still accepted", _secret_key),
+    Setting("EMBED_AUDIENCE", "", "the aud an embed link must carry; empty: none", _audience),
 )
 
 
@@ -301,11 +407,29 @@ class Settings:
     lease_ttl: int
     directory_file: str
     show_caller_numbers: bool
+    tenant_from_context: str
     metrics_listen: tuple[str, int] | None
+    auth: str
+    users_file: str
+    secret_key: str
+    session_lifetime: int
+    trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]
+    proxy_user_header: str
+    proxy_groups_header: str
+    proxy_scopes_file: str
+    allowed_hosts: tuple[str, ...]
+    embed_secret: str
+    embed_secret_previous: str
+    embed_audience: str
 
     @property
     def demo(self) -> bool:
         return not self.ami_host
+
+    @property
+    def auth_mode(self) -> str:
+        """none, users or proxy; `auth` itself is "" when nobody said (none, loopback only)."""
+        return self.auth or "none"
 
 
 def read_env_file(path: Path) -> dict[str, str]:
@@ -343,4 +467,6 @@ def load_settings(
             raise SettingsError(setting.name, str(error)) from None
     names = {f.name for f in fields(Settings)}
     assert names == set(parsed), "Settings and SETTINGS disagree"
-    return Settings(**parsed)
+    settings = Settings(**parsed)
+    check_auth(settings)
+    return settings

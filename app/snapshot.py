@@ -12,7 +12,8 @@ import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
-from app.schema import CallJSON, ExtensionJSON, LinkJSON, LinkStateName
+from app.queues import QueueBook
+from app.schema import CallJSON, ExtensionJSON, ExtensionQueueJSON, LinkJSON, LinkStateName, QueueJSON
 from app.states import (
     ExtensionState,
     HintIndex,
@@ -29,12 +30,15 @@ RECENT = 16
 
 @dataclass(frozen=True)
 class Details:
-    """Who is behind an extension, beside its lamp: name, groups, presence, calls."""
+    """Who is behind an extension, beside its lamp: name, groups, presence, calls; and
+    its firm."""
 
     name: str = ""
     groups: tuple[str, ...] = ()
     presence: Presence | None = None
     calls: tuple[CallJSON, ...] = ()
+    tenant: str = ""  # the firm (app.directory: the tenant column or TENANT_FROM_CONTEXT)
+    queues: tuple[ExtensionQueueJSON, ...] = ()  # the queues it serves (app.queues)
 
 
 @dataclass
@@ -61,7 +65,19 @@ class ExtensionRecord:
             "groups": list(d.groups),
             "presence": d.presence.as_dict() if d.presence else None,
             "calls": [dict(call) for call in d.calls],  # type: ignore[misc]  # copies of CallJSON
+            "tenant": d.tenant,
+            "queues": [dict(queue) for queue in d.queues],  # type: ignore[misc]  # copies
         }
+
+
+@dataclass
+class QueueRecord:
+    """A queue as published: its JSON, and its bytes encoded once per change."""
+
+    queue: QueueJSON
+    changed_at: float
+    version: int = 0  # 0: changed since the last publication (encode again)
+    encoded: bytes = b""
 
 
 @dataclass
@@ -81,6 +97,10 @@ class PbxPicture:
     whole_at: int = 0  # the last version that changed the set of extensions, or sent them all
     keys_changed: bool = False  # an extension came or went since the last publication
     recent: dict[str, int] = field(default_factory=dict)  # key -> version, oldest change first
+    queues: dict[str, QueueRecord] = field(default_factory=dict)  # queue name -> the queue
+    queues_dirty: set[str] = field(default_factory=set)
+    recent_queues: dict[str, int] = field(default_factory=dict)  # name -> version, oldest first
+    _queue_members: set[str] = field(default_factory=set)  # extension keys shown in a queue
     _index: HintIndex | None = None
 
     def __post_init__(self) -> None:
@@ -88,7 +108,7 @@ class PbxPicture:
 
     @property
     def pending(self) -> bool:
-        return bool(self.dirty or self.removed or self.link_dirty)
+        return bool(self.dirty or self.removed or self.link_dirty or self.queues_dirty)
 
     def apply(self, state: ExtensionState, now: float) -> bool:
         """Take one state; a repeat of the current one is not a change."""
@@ -178,7 +198,36 @@ class PbxPicture:
     def mark_all_dirty(self) -> None:
         """The store lost what we wrote (restart, outage): send everything again."""
         self.dirty.update(self.extensions)
+        self.queues_dirty.update(self.queues)
         self.link_dirty = True
+
+    # --- queues ---
+
+    def show_queues(self, book: QueueBook, names: Iterable[str], now: float, *, show_numbers: bool) -> bool:
+        """Put the queues `names` of `book` (gone from it: removed) and every extension's
+        memberships on the picture; True when anything shown changed. A queue that comes or
+        goes changes the set of keys: readers take the whole snapshot (`whole_at`)."""
+        changed = False
+        for name in names:
+            if name not in book:
+                if self.queues.pop(name, None) is not None:
+                    self.recent_queues.pop(name, None)
+                    self.queues_dirty.discard(name)
+                    self.keys_changed = changed = True
+                continue
+            queue = book.as_json(name, self.index, show_numbers=show_numbers)
+            record = self.queues.get(name)
+            if record is not None and record.queue == queue:
+                continue
+            self.keys_changed = self.keys_changed or record is None
+            self.queues[name] = QueueRecord(queue, now)
+            self.queues_dirty.add(name)
+            changed = True
+        memberships = book.memberships(self.index)
+        for key in self._queue_members | memberships.keys():
+            changed |= self.set_details(key, queues=memberships.get(key, ()))
+        self._queue_members = set(memberships)
+        return changed
 
     def publication(self, version: int, now: float, *, full: bool) -> Publication:
         """One batch: the dirty extensions get `version`; the snapshot holds them all.
@@ -194,6 +243,15 @@ class PbxPicture:
                 self.recent.pop(key, None)
                 self.recent[key] = version
             changed[key] = record.encoded
+        for name in self.queues_dirty:
+            queue = self.queues[name]
+            if not queue.version:  # changed since the last batch (a resend keeps its version)
+                queue.version = version
+                shown = {**queue.queue, "changed_at": round(queue.changed_at, 3), "version": version}
+                queue.encoded = json.dumps(shown, separators=(",", ":")).encode()
+                self.recent_queues.pop(name, None)
+                self.recent_queues[name] = version
+        self.queues_dirty.clear()
         removed = tuple(self.removed)
         if full or self.keys_changed:
             self.whole_at = version
@@ -213,15 +271,23 @@ class PbxPicture:
         """The `changes` key: every extension changed in the last RECENT versions, so a
         reader at version `since` or later can catch up without the whole snapshot."""
         since = max(version - RECENT, 0)
-        for key, changed_in in list(self.recent.items()):
-            if changed_in > since:
-                break
-            del self.recent[key]
+        for recent in (self.recent, self.recent_queues):
+            for key, changed_in in list(recent.items()):
+                if changed_in > since:
+                    break
+                del recent[key]
         head = {"version": version, "updated_at": round(now, 3), "since": since, "whole_at": self.whole_at}
-        return self._json(head, {key: self.extensions[key] for key in self.recent})
+        queues = {name: self.queues[name] for name in self.recent_queues}
+        return self._json(head, {key: self.extensions[key] for key in self.recent}, queues)
 
-    def _json(self, head: dict[str, object], records: Mapping[str, ExtensionRecord]) -> bytes:
-        """`head`, the link and `records` as one JSON object; each record is encoded once."""
+    def _json(
+        self,
+        head: dict[str, object],
+        records: Mapping[str, ExtensionRecord],
+        queues: Mapping[str, QueueRecord] | None = None,
+    ) -> bytes:
+        """`head`, the link, `records` and `queues` (all when None) as one JSON object; each
+        record and queue is encoded once per change."""
         pbx: LinkJSON = {
             "connected": self.connected,
             "since": round(self.since, 3),
@@ -232,4 +298,8 @@ class PbxPicture:
         link = {"pbx": pbx}
         start = json.dumps({**head, **link}, separators=(",", ":")).encode()
         parts = [json.dumps(key).encode() + b":" + record.encoded for key, record in records.items()]
-        return start[:-1] + b',"extensions":{' + b",".join(parts) + b"}}"
+        shown = self.queues if queues is None else queues
+        queue_parts = [json.dumps(name).encode() + b":" + queue.encoded for name, queue in shown.items()]
+        return b"".join(
+            (start[:-1], b',"extensions":{', b",".join(parts), b'},"queues":{', b",".join(queue_parts), b"}}")
+        )

@@ -21,9 +21,10 @@ from sse_starlette.sse import AppStatus, ServerSentEvent
 from starlette.requests import Request
 from starlette.types import Receive, Scope, Send
 
-from app.hub import Hub, Update, View
+from app.hub import Hub, Update
 from app.metrics import Metrics
 from app.transport import abort, limit_queue, transport_of
+from app.view import View
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +66,7 @@ def catch_up(hub: Hub, view: View, position: Update) -> tuple[bytes | None, Upda
 
 
 def event_stream(request: Request, hub: Hub, view: View, *, viewers: Viewers) -> EventStream:
-    return EventStream(hub, hub.canonical(view), resume_point(request), viewers)
+    return EventStream(hub, view, resume_point(request), viewers)
 
 
 class EventStream:
@@ -111,6 +112,8 @@ class EventStream:
             limit_queue(self.transport, piece)
         gone = asyncio.ensure_future(_disconnected(receive))
         self.viewers.streams.add(self)
+        # One object per view while it is streamed; its cached messages go with its last viewer.
+        self.view = view = hub.join(view)
         try:
             message, position = hub.first_message(view, self.since)
             # Only `position` is kept, and it moves on: a long-lived viewer must hold
@@ -141,6 +144,7 @@ class EventStream:
                 await asyncio.wait([gone], timeout=1.0)
             # else: returning mid-stream, uvicorn closes the connection (gracefully)
         finally:
+            hub.leave(view)
             self.viewers.streams.discard(self)
             gone.cancel()
 

@@ -2,14 +2,15 @@
 a stream message, the page and the embed (jinja2).
 
 Everything that reaches a template is escaped by jinja2's autoescape: names and hints
-come from the phone network. Tile ids are derived from the extension key only, so a
-tile keeps its id (and its DOM node) for as long as the extension exists.
+come from the phone network. Tile ids are derived from the extension key and its firm
+only, so a tile keeps its id (and its DOM node) for as long as the extension exists, and
+an id never tells one firm's viewers about another firm's extensions.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Container, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 from markupsafe import Markup
 
 from app.schema import CallJSON, ExtensionJSON, PresenceJSON
+from app.scope import without_numbers
 
 TEMPLATES = Path(__file__).parent / "templates"
 
@@ -36,19 +38,25 @@ STATE_LABELS: dict[str, str] = {
 }
 
 
-def tile_id(exten: str, context: str, short: bool = True) -> str:
-    """`ext-105`; where two contexts share an exten, the others get `ext-105@context`."""
-    return f"ext-{exten}" if short else f"ext-{exten}@{context}"
+def tile_id(exten: str, context: str, short: bool = True, tenant: str = "") -> str:
+    """`ext-105`; where two contexts share an exten, the others get `ext-105@context`;
+    an extension of a firm `acme` gets `ext-105~acme` (or `ext-105~acme@context`)."""
+    base = f"ext-{exten}~{tenant}" if tenant else f"ext-{exten}"
+    return base if short else f"{base}@{context}"
 
 
-def tile_ids(keys: Iterable[str]) -> dict[str, str]:
-    """Ids for a set of keys: the context that sorts first keeps the short id."""
+def tile_ids(keys: Iterable[str], tenants: Mapping[str, str] | None = None) -> dict[str, str]:
+    """Ids for a set of keys (`tenants`: a key's firm, where there are firms): within a
+    firm, the context that sorts first keeps the short id. Chosen per firm, so that an id
+    never depends on (and so never reveals) another firm's extensions."""
+    tenants = tenants or {}
     ids: dict[str, str] = {}
     taken: set[str] = set()
     for key in sorted(keys, key=lambda k: (k.split("@", 1)[1], k)):
         exten, _, context = key.partition("@")
-        short = tile_id(exten, context) not in taken
-        ids[key] = tile_id(exten, context, short)
+        tenant = tenants.get(key, "")
+        short = tile_id(exten, context, tenant=tenant) not in taken
+        ids[key] = tile_id(exten, context, short, tenant)
         taken.add(ids[key])
     return ids
 
@@ -95,10 +103,19 @@ class Renderer:
         self._group = self.env.get_template("group.html")
         self._whole = self.env.get_template("whole.html")
 
-    def tile(self, extension: ExtensionJSON | None, id_: str, exten: str, *, oob: bool) -> str:
+    def tile(
+        self,
+        extension: ExtensionJSON | None,
+        id_: str,
+        exten: str,
+        *,
+        oob: bool,
+        inside: Container[str] | None = None,
+    ) -> str:
         """A tile as one line of HTML (an SSE data line needs no splitting then).
-        `extension` None: an extension the PBX does not know (shown as unknown)."""
-        tile = tile_context(extension, id_, exten)
+        `extension` None: an extension the PBX does not know (shown as unknown).
+        `inside` given: outside callers' numbers hidden (the numbers in it are colleagues')."""
+        tile = tile_context(extension, id_, exten, inside)
         return _one_line(self._tile.render(tile=tile, oob=oob))
 
     def group(self, name: str, tiles_html: str) -> str:
@@ -158,7 +175,9 @@ def call_context(call: CallJSON) -> dict[str, str]:
     }
 
 
-def tile_context(extension: ExtensionJSON | None, id_: str, exten: str) -> dict[str, Any]:
+def tile_context(
+    extension: ExtensionJSON | None, id_: str, exten: str, inside: Container[str] | None = None
+) -> dict[str, Any]:
     if extension is None:
         return {
             "id": id_,
@@ -187,7 +206,11 @@ def tile_context(extension: ExtensionJSON | None, id_: str, exten: str) -> dict[
         "name": str(extension.get("name") or ""),
         "groups": [str(g) for g in extension.get("groups") or []],
         "presence": presence_context(extension.get("presence")),
-        "calls": [call_context(c) for c in extension.get("calls") or [] if isinstance(c, Mapping)],
+        "calls": [
+            call_context(c if inside is None else without_numbers(c, inside))
+            for c in extension.get("calls") or []
+            if isinstance(c, Mapping)
+        ],
     }
 
 

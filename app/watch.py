@@ -6,12 +6,17 @@ It reads snapshots as the store contract describes them (app.schema), nothing el
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import shutil
 import time
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 from app.schema import SnapshotJSON, extension_order
+
+if TYPE_CHECKING:
+    from app.collector import Collector
 
 
 class TableView:
@@ -92,3 +97,12 @@ def changes_json(previous: SnapshotJSON, current: SnapshotJSON) -> dict[str, obj
         "changed": {k: v for k, v in new.items() if old.get(k) != v},
         "removed": sorted(old.keys() - new.keys()),
     }
+
+
+async def wait_for_link(collector: Collector, timeout: float) -> None:
+    """For `watch --once` on the in-process store: wait for the first full picture to be
+    published (or give up after `timeout` and show what there is)."""
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(timeout):
+            while not (collector.picture.connected and not collector.picture.pending):
+                await collector.published.wait()

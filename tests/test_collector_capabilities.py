@@ -20,7 +20,7 @@ LAMP_FILTERS = ("eventfilter = Event: ExtensionStatus", "eventfilter = Event: De
 PICTURE = "AMI full picture"  # logged after the capabilities, once the lists are in
 
 
-def target(port: int, events: str = "call") -> AmiTarget:
+def target(port: int, events: str = "call,agent") -> AmiTarget:
     timings = dict(ping_interval=0.3, ping_timeout=0.3, reconnect_max=0.5, auth_retry=0.3, boot_wait=1.0)
     return AmiTarget("127.0.0.1", port, "blf", "blfsecret", events=events, **timings)
 
@@ -34,7 +34,7 @@ def capability_lines(logs: LogWatch) -> list[tuple[int, str]]:
 
 
 @contextlib.asynccontextmanager
-async def collecting(user: ManagerUser, events: str = "call"):
+async def collecting(user: ManagerUser, events: str = "call,agent"):
     store = MemoryStore()
     async with Simulator(EXTENSIONS, users=[user]) as sim:
         collector = Collector(target(sim.port, events), store)
@@ -92,8 +92,8 @@ async def test_events_the_login_does_not_ask_for(logs: LogWatch) -> None:
     async with collecting(ManagerUser("blf", "blfsecret"), events="system"):
         await logs.wait_for(PICTURE)
     lines = capability_lines(logs)
-    assert len(lines) == 4 and {level for level, _ in lines} == {logging.WARNING}
+    assert len(lines) == 5 and {level for level, _ in lines} == {logging.WARNING}
     assert lines[0][1] == (
         "AMI lamp changes (every lamp stays as it was at login) unavailable: the login asks for "
-        "`Events: system` (AMI_EVENTS), without call; fix: set AMI_EVENTS=call"
+        "`Events: system` (AMI_EVENTS), without call; fix: set AMI_EVENTS=call,agent"
     )

@@ -3,6 +3,7 @@
 import logging
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -225,9 +226,9 @@ def count_parses(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     calls: list[str] = []
     real = app.directory.parse_directory
 
-    def counting(text: str, source: str = "directory") -> tuple[Directory, list[str]]:
+    def counting(text: str, source: str = "directory", pattern: Any = None) -> tuple[Directory, list[str]]:
         calls.append(source)
-        return real(text, source)
+        return real(text, source, pattern)
 
     monkeypatch.setattr(app.directory, "parse_directory", counting)
     return calls

@@ -9,11 +9,12 @@ from typing import Any
 
 import pytest
 
-from app.hub import ALL, Hub, View, pbx_link
+from app.hub import Hub, pbx_link
 from app.sse import encode
 from app.store import MemoryStore, Publication
 from app.tasks import background
 from app.tiles import Renderer
+from app.view import ALL, View
 from tests.helpers import tile_ids_in
 
 
@@ -24,9 +25,9 @@ class CountingRenderer(Renderer):
         super().__init__()
         self.rendered: list[str] = []
 
-    def tile(self, extension: Any, id_: str, exten: str, *, oob: bool) -> str:
+    def tile(self, extension: Any, id_: str, exten: str, *, oob: bool, inside: Any = None) -> str:
         self.rendered.append(id_)
-        return super().tile(extension, id_, exten, oob=oob)
+        return super().tile(extension, id_, exten, oob=oob, inside=inside)
 
 
 def snapshot(version: int, states: dict[str, str], connected: bool = True) -> dict[str, Any]:

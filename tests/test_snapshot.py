@@ -33,6 +33,8 @@ def test_publication_follows_the_contract() -> None:
         "groups": [],
         "presence": None,
         "calls": [],
+        "tenant": "",
+        "queues": [],  # the queues it serves (app.queues)
     }
     assert set(pub.changed) == {"100@ext-local", "101@ext-local"}
     assert json.loads(pub.changed["100@ext-local"]) == snapshot["extensions"]["100@ext-local"]

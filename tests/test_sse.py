@@ -91,7 +91,7 @@ async def test_a_viewer_that_stops_reading_is_dropped_and_slows_nobody(memcached
             stalled = socket.socket()
             stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
             stalled.connect(("127.0.0.1", server.port))
-            stalled.sendall(b"GET /events HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n\r\n")
+            stalled.sendall(b"GET /events HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/event-stream\r\n\r\n")
             try:
                 async with asyncio.timeout(5):  # the hub beats every second: check then
                     while len(viewers) < 2:

@@ -63,7 +63,7 @@ def test_a_stream_reaches_its_socket_bounds_it_and_cuts_it(http: str, loop: str)
     async def scenario() -> None:
         async with serving(app, http) as port:
             reader, writer = await asyncio.open_connection("127.0.0.1", port)
-            writer.write(b"GET /events HTTP/1.1\r\nHost: x\r\n\r\n")
+            writer.write(b"GET /events HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
             async with asyncio.timeout(5):
                 assert (await reader.readuntil(b"\r\n\r\n")).startswith(b"HTTP/1.1 200")
                 # A reset, not an orderly end (b""): the kernel dropped what it held.

@@ -27,6 +27,7 @@ from app.sim.events import (
     presence_status,
 )
 from app.sim.names import check_name, generated_name
+from app.sim.queues import Queues
 from app.sim.wire import CALL, SYSTEM, encode, error, event_list, wire_text
 from app.states import CONTEXT_RE, DEVICE_STATES, EXTEN_RE, aggregate_status, hint_devices
 
@@ -47,7 +48,11 @@ Sleep = Callable[[float], Awaitable[None]]
 # Actions a module registers (res_manager_devicestate, res_manager_presencestate, res_pjsip):
 # during a boot, until the modules are loaded, Asterisk answers them "Invalid/unknown command".
 # The others the simulator answers are the core's (manager.c, extension_state.c, db.c).
-MODULE_ACTIONS = frozenset({"devicestatelist", "presencestatelist", "pjsipshowendpoint"})
+# app_queue loads at the same priority (150): its actions answer once the modules are loaded.
+MODULE_ACTIONS = frozenset(
+    {"devicestatelist", "presencestatelist", "pjsipshowendpoint"}
+    | {"queuestatus", "queuesummary", "queuepause", "queueadd", "queueremove", "queuepenalty"}
+)
 
 
 # --- the dialplan functions (func_devstate, func_presencestate) ---
@@ -144,6 +149,7 @@ class Pbx:
         self._loaded: set[str] = set(self._hints)  # the hints the running dialplan holds
         self.modules_loaded = True  # the module actions are registered
         self.booted = True  # FullyBooted is said
+        self.queues = Queues(self)  # app_queue: none until add_queue (queues.conf)
         self._boot()
 
     def emit(self, category: int, data: bytes) -> None:
@@ -223,6 +229,7 @@ class Pbx:
         for exten in extens:
             if self._status(exten) != before[exten] and exten in self._loaded:
                 self.emit(CALL, self._extension_event(exten))
+        self.queues.device_changed(device, state)  # app_queue follows its members' devices
 
     # --- names and presence ---
 

@@ -93,6 +93,12 @@ class Session:
             "pjsipshowendpoint": self._pjsip_show_endpoint,
             "dbget": self._db_get,
             "listcommands": self._list_commands,
+            "queuestatus": self._queue_status,
+            "queuesummary": self._queue_summary,
+            "queuepause": self._queue_change,
+            "queueadd": self._queue_change,
+            "queueremove": self._queue_change,
+            "queuepenalty": self._queue_change,
         }
 
     # --- connection ---
@@ -289,6 +295,34 @@ class Session:
             self.send(error(action_id, "Variable not set"))
         else:
             self.send(response("Success", action_id, ("Message", "Variable Set")))
+        return True
+
+    def _queue_status(self, frame: Frame, action_id: str) -> bool:
+        self.send(self._sim.queues.status(action_id, frame.get("Queue"), frame.get("Member")))
+        return True
+
+    def _queue_summary(self, frame: Frame, action_id: str) -> bool:
+        self.send(self._sim.queues.summary(action_id, frame.get("Queue")))
+        return True
+
+    def _queue_change(self, frame: Frame, action_id: str) -> bool:
+        """QueuePause/QueueAdd/QueueRemove/QueuePenalty: the reply goes out before the
+        events the change causes (transcript 17)."""
+        queues, action = self._sim.queues, frame.get("Action").lower()
+        queue, interface = frame.get("Queue"), frame.get("Interface")
+        if action == "queuepause":
+            reply, change = queues.pause(
+                action_id, queue, interface, frame.get("Paused"), frame.get("Reason")
+            )
+        elif action == "queueadd":
+            reply, change = queues.add(action_id, frame.get)
+        elif action == "queueremove":
+            reply, change = queues.remove(action_id, queue, interface)
+        else:
+            reply, change = queues.penalty(action_id, queue, interface, frame.get("Penalty"))
+        self.send(reply)
+        if change is not None:
+            change()
         return True
 
     def _list_commands(self, frame: Frame, action_id: str) -> bool:

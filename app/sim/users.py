@@ -25,7 +25,7 @@ def _class_mask(*names: str) -> int:
 # (what ListCommands prints) and the write classes any one of which allows it; 0 = everyone.
 # From Asterisk 22.9: main/manager.c and manager_doc.xml, main/pbx.c (ExtensionStateList),
 # res/res_manager_devicestate.c, res/res_manager_presencestate.c, main/db.c (DBGet) and
-# res/res_pjsip/pjsip_configuration.c + pjsip_manager.xml (PJSIPShowEndpoint).
+# res/res_pjsip/pjsip_configuration.c + pjsip_manager.xml (PJSIPShowEndpoint), apps/app_queue.c.
 ACTIONS: dict[str, tuple[str, str, int]] = {
     name.lower(): (name, synopsis, authority)
     for name, synopsis, authority in (
@@ -41,6 +41,13 @@ ACTIONS: dict[str, tuple[str, str, int]] = {
         ("Ping", "Keepalive command.", 0),
         ("PJSIPShowEndpoint", "Detail listing of an endpoint and its objects.", _class_mask("system")),
         ("PresenceStateList", "List the current known presence states.", _class_mask("call", "reporting")),
+        # apps/app_queue.c load_module(): the lists for everyone, the changes for `agent`.
+        ("QueueAdd", "Add interface to queue.", _class_mask("agent")),
+        ("QueuePause", "Makes a queue member temporarily unavailable.", _class_mask("agent")),
+        ("QueuePenalty", "Set the penalty for a queue member.", _class_mask("agent")),
+        ("QueueRemove", "Remove interface from queue.", _class_mask("agent")),
+        ("QueueStatus", "Show queue status.", 0),
+        ("QueueSummary", "Show queue summary.", 0),
         ("Setvar", "Sets a channel variable or function value.", _class_mask("call")),
     )
 }

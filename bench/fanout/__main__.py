@@ -56,6 +56,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--poll-interval", type=float, default=1.0, help="--mode poll: seconds between polls")
     parser.add_argument("--pin", action="store_true", help="server side on CPU 0, clients on CPU 1")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument(
+        "--scopes", type=int, default=0, help="spread the viewers over K scopes (signed embed links)"
+    )
     parser.add_argument("--json", type=Path, help="write the results here")
     parser.add_argument("--append", action="store_true", help="add to the runs already in --json")
     parser.add_argument("--plot", type=Path, help="draw p99 and server CPU against N (needs matplotlib)")
@@ -96,6 +99,7 @@ def specs_from(args: argparse.Namespace) -> list[RunSpec]:
         spec = RunSpec(
             mode, viewers, rate, workers, args.seconds, clients, args.extensions, args.poll_interval,
             args.pin, args.seed, args.profile, server_env(args.server_env), args.label, args.collector,
+            args.scopes,
         )  # fmt: skip
         specs.append(spec)
     return specs

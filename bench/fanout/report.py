@@ -270,6 +270,7 @@ def summarize(
         "server_env": dict(spec.server_env),
         "collector": spec.collector,
         "label": spec.label,
+        "scopes": spec.scopes,
         "series": spec.label is None,
         "trouble": trouble,
     }

@@ -63,6 +63,7 @@ class RunSpec:
     server_env: tuple[tuple[str, str], ...] = ()
     label: str | None = None
     collector: str = "serve"  # "process": `blf-panel collect` alone, web workers COLLECTOR=off
+    scopes: int = 0  # >0: viewers spread over this many scopes (signed embed links), see `scope_tokens`
 
 
 @dataclass
@@ -109,6 +110,8 @@ async def start_parts(children: Children, spec: RunSpec) -> Parts:
         "LOG_LEVEL": "WARNING",
         **dict(spec.server_env),
     }
+    if spec.scopes:
+        env["EMBED_SECRET"] = EMBED_SECRET
     collector = None
     if spec.collector == "process":
         collector = children.start("collector", app_cli("collect"), env=env, cpu=server_cpu)
@@ -134,14 +137,35 @@ async def wait_until_healthy(child: Child, port: int, workers: int) -> None:
         await asyncio.sleep(0.05 if good else 0.2)
 
 
-async def start_clients(parts: Parts, spec: RunSpec) -> float:
+EMBED_SECRET = "bench-" + "s" * 40  # the server's and the token minter's; loopback only
+
+
+def scope_tokens(spec: RunSpec, path: Path) -> Path | None:
+    """`--scopes K`: K signed embed links whose scopes differ (each names one extension the
+    PBX does not have) but show the same tiles, so the viewers get the same bytes as with
+    one scope while the server builds K messages per update: what scopes cost the fan-out."""
+    if not spec.scopes:
+        return None
+    from app.auth.tokens import mint_token
+    from app.settings import parse_extension_range
+
+    extensions = parse_extension_range(spec.extensions)
+    tokens = [
+        mint_token(EMBED_SECRET, ttl=6 * 3600, extensions=[*extensions, f"9{k:05d}"])
+        for k in range(spec.scopes)
+    ]
+    path.write_text("\n".join(tokens) + "\n")
+    return path
+
+
+async def start_clients(parts: Parts, spec: RunSpec, tokens: Path | None = None) -> float:
     """Start the client processes and wait until each has its viewers; returns seconds taken."""
     began = time.monotonic()
     shares = [spec.viewers // spec.clients + (i < spec.viewers % spec.clients) for i in range(spec.clients)]
     client_cpu = 1 if spec.pin else None
     for number, share in enumerate(shares):
         client = await ClientProcess.start(
-            spec.mode, parts.web_port, share, spec.seed + number, spec.poll_interval, client_cpu
+            spec.mode, parts.web_port, share, spec.seed + number, spec.poll_interval, client_cpu, tokens
         )
         parts.clients.append(client)
     timeout = (60.0 + spec.viewers / 50) * TIMEOUT_SCALE
@@ -176,12 +200,13 @@ async def run_one(spec: RunSpec, log_dir: Path, app_root: Path) -> dict[str, Any
     children = Children(log_dir, cwd=app_root, pin=spec.pin)
     parts: Parts | None = None
     try:
-        progress(f"{spec.mode} N={spec.viewers} R={spec.rate:g} W={spec.workers}: starting")
+        scopes = f" K={spec.scopes}" if spec.scopes else ""
+        progress(f"{spec.mode} N={spec.viewers} R={spec.rate:g} W={spec.workers}{scopes}: starting")
         parts = await start_parts(children, spec)
         progress("server healthy; connecting viewers")
         server_pids = parts.server_pids()
         rss_before = rss_kb(server_pids)
-        connect_s = await start_clients(parts, spec)
+        connect_s = await start_clients(parts, spec, scope_tokens(spec, log_dir / "tokens.txt"))
         progress(f"viewers connected in {connect_s:.1f}s")
         await asyncio.sleep(SETTLE)
         rss_after = rss_kb(server_pids)

@@ -96,16 +96,15 @@ class SseViewer(Viewer):
     """One `/events` stream. Records (arrival time, message number) per SSE message; the
     bytes are matched to sends after the run, once per distinct message."""
 
-    REQUEST = b"GET /events HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/event-stream\r\n\r\n"
-
-    def __init__(self, shared: Shared) -> None:
+    def __init__(self, shared: Shared, path: str = "/events") -> None:
         super().__init__(shared)
+        self.request = f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/event-stream\r\n\r\n".encode()
         self.messages = array("l")
         self.in_body = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
-        transport.write(self.REQUEST)
+        transport.write(self.request)
 
     def data_received(self, data: bytes) -> None:
         now = time.monotonic()
@@ -276,7 +275,11 @@ async def viewer_process(args: argparse.Namespace) -> None:
     rng = random.Random(args.seed)
     timeout = (30.0 + args.count / 100) * TIMEOUT_SCALE
     if args.mode == "sse":
-        viewers = await open_viewers(lambda _n: SseViewer(shared), args.count, args.port, timeout)
+        # With --tokens, viewer n streams through the nth signed link in turn (--scopes K).
+        paths = [f"/events?token={token}" for token in args.token_list] or ["/events"]
+        viewers = await open_viewers(
+            lambda n: SseViewer(shared, paths[n % len(paths)]), args.count, args.port, timeout
+        )
     else:
         interval = args.poll_interval
         viewers = await open_viewers(
@@ -317,7 +320,9 @@ def viewer_main(argv: Sequence[str]) -> int:
     parser.add_argument("--count", type=int, required=True)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--poll-interval", type=float, default=1.0)
+    parser.add_argument("--tokens", help="a file of signed embed tokens, one a line (--scopes)")
     args = parser.parse_args(argv)
+    args.token_list = Path(args.tokens).read_text().split() if args.tokens else []
     use_uvloop()
     asyncio.run(viewer_process(args))
     return 0
@@ -336,10 +341,18 @@ class ClientProcess:
 
     @classmethod
     async def start(
-        cls, mode: str, port: int, count: int, seed: int, poll_interval: float, cpu: int | None
+        cls,
+        mode: str,
+        port: int,
+        count: int,
+        seed: int,
+        poll_interval: float,
+        cpu: int | None,
+        tokens: Path | None = None,
     ) -> ClientProcess:
         argv = [sys.executable, "-m", "bench.fanout", "_viewers", "--mode", mode, "--port", str(port)]
         argv += ["--count", str(count), "--seed", str(seed), "--poll-interval", str(poll_interval)]
+        argv += ["--tokens", str(tokens)] if tokens else []
         process = await asyncio.create_subprocess_exec(
             *argv,
             stdin=subprocess.PIPE,

@@ -111,6 +111,8 @@ async def test_list_commands_names_what_the_user_may_run(connect: Connect) -> No
         ("Logoff", "Logoff Manager. (Priv: <none>)"),
         ("Ping", "Keepalive command. (Priv: <none>)"),
         ("PresenceStateList", "List the current known presence states. (Priv: call,reporting,all)"),
+        ("QueueStatus", "Show queue status. (Priv: <none>)"),
+        ("QueueSummary", "Show queue summary. (Priv: <none>)"),
     ]
 
 

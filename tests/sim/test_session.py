@@ -106,8 +106,8 @@ async def test_actions_before_login_are_denied(sim: Simulator, connect: Connect)
 async def test_unknown_and_missing_actions(connect: Connect) -> None:
     client = await connect()
     await client.login()
-    assert await client.action("QueueStatus", ActionID="q") == (
-        b"Response: Error\r\nActionID: q\r\nMessage: Invalid/unknown command: QueueStatus."
+    assert await client.action("QueueReload", ActionID="q") == (
+        b"Response: Error\r\nActionID: q\r\nMessage: Invalid/unknown command: QueueReload."
         b" Use Action: ListCommands to show available commands.\r\n\r\n"
     )
     await client.send_raw(b"ActionID: x\r\nfoo bar\r\n\r\n")

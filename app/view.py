@@ -1,0 +1,57 @@
+"""What one viewer looks at (`View`): an ext list or every extension, narrowed to a group
+and a search, within the viewer's Scope. Do not break: a View is canonical and hashable,
+because the hub caches one message per view and update.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+
+from app.schema import ExtensionJSON, exten_order
+from app.scope import ALL as EVERYTHING
+from app.scope import Scope
+
+
+@dataclass(frozen=True)
+class View:
+    """What one viewer looks at: a list of extensions (an embed), or every extension,
+    narrowed to a group and a search, all within the viewer's scope; hashable, so
+    messages are cached per view. Canonical: the ext list sorted (in the one display
+    order) and de-duplicated, the search case-folded, so that every order and spelling
+    of the same view is one view (2,000 orders of the same 100 extensions were 2,000
+    views, 1 GB of cached messages)."""
+
+    extens: tuple[str, ...] | None = None
+    group: str = ""  # a group's slug
+    query: str = ""  # matched against number and name, case-insensitively
+    scope: Scope = EVERYTHING
+
+    def __post_init__(self) -> None:
+        if self.extens is not None:
+            object.__setattr__(self, "extens", tuple(sorted(set(self.extens), key=exten_order)))
+        object.__setattr__(self, "query", self.query.casefold())
+
+    @functools.cached_property
+    def _hash(self) -> int:
+        return hash((self.extens, self.group, self.query, self.scope))
+
+    def __hash__(self) -> int:  # looked up for every viewer of every message: hash once
+        return self._hash
+
+    @property
+    def listed(self) -> bool:
+        return self.extens is not None
+
+    def holds(self, extension: ExtensionJSON, slugs: frozenset[str]) -> bool:
+        """Whether the view shows `extension` (`slugs`: its groups' slugs)."""
+        if not self.scope.everything and not self.scope.holds(extension, slugs):
+            return False
+        if self.group and self.group not in slugs:
+            return False
+        if self.query:
+            return extension["exten"].startswith(self.query) or self.query in extension["name"].casefold()
+        return True
+
+
+ALL = View()
