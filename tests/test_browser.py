@@ -78,11 +78,20 @@ async def watched_page(browser: Browser, **context_options: Any) -> Watched:
     return watched
 
 
+async def wait_for_sse(page: Any, count: int, timeout: float = 10.0) -> None:
+    """Until htmx has swapped `count` SSE messages. Not `wait_for_function`: its polling
+    evaluates a string in the page, which the panel's CSP (script-src 'self') forbids;
+    `evaluate` goes through the DevTools protocol, which the CSP does not govern."""
+    async with asyncio.timeout(timeout):
+        while await page.evaluate("window.__sse") < count:  # noqa: ASYNC110 - the browser's state
+            await asyncio.sleep(0.05)
+
+
 async def open_panel(browser: Browser, url: str, **context_options: Any) -> Watched:
     """The page loaded and its event stream open (its first message swapped in)."""
     watched = await watched_page(browser, **context_options)
     await watched.page.goto(url)
-    await watched.page.wait_for_function("window.__sse >= 1", timeout=10_000)
+    await wait_for_sse(watched.page, 1)
     return watched
 
 
@@ -234,7 +243,7 @@ async def test_embed_shows_in_an_allowed_site_and_is_refused_elsewhere(simulator
         for exten in ("100", "101", "102"):
             await expect(frame.locator(f"#ext-{exten}")).to_be_visible()
         embedded = next(f for f in page.frames if "/embed?" in f.url)
-        await embedded.wait_for_function("window.__sse >= 1", timeout=10_000)
+        await wait_for_sse(embedded, 1)
         await setvar(simulator.port, "Custom:101", "INUSE")  # and it is live in there
         await expect(frame.locator("#ext-101")).to_have_class(INUSE, timeout=2000)
         assert watched.errors == [], "\n".join(watched.errors)
@@ -399,7 +408,7 @@ async def test_screenshots(panel, browser, tmp_path) -> None:
             browser, server.url + "/", viewport={"width": 1920, "height": 1080}, reduced_motion="reduce"
         )
         await expect(desktop.page.locator("article.tile")).to_have_count(len(SCREENSHOT_EXTENSIONS))
-        await desktop.page.wait_for_function("window.__sse >= 4", timeout=20_000)  # churn went on
+        await wait_for_sse(desktop.page, 4, timeout=20)  # churn went on
         await desktop.page.screenshot(path=DOCS / "panel.png")
 
         phone = await open_panel(
