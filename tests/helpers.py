@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 from collections.abc import Callable, Iterator
 from typing import Any
 
 from app.sim.client import AmiClient
-from app.store import SnapshotStore
+from app.store import Publication, SnapshotStore
 
 Snapshot = dict[str, Any]
 
@@ -150,3 +151,13 @@ def named(hub: Any) -> bool:
     """The PBX's names are in (they follow the first picture, as one batch, and change
     every tile): wait for this before marking DOM nodes or counting messages."""
     return bool(hub.extensions) and all(ext.get("name") for ext in hub.extensions.values())
+
+
+async def publish_to_hub(store: SnapshotStore, hub: Any, snapshot: dict[str, Any]) -> None:
+    """Publish `snapshot` as the collector would and wait until `hub` has taken it in."""
+    version = snapshot["version"]
+    encoded = {k: json.dumps(v).encode() for k, v in snapshot["extensions"].items()}
+    await store.publish(Publication(version, json.dumps(snapshot).encode(), encoded, ()))
+    async with asyncio.timeout(5):
+        while hub.version < version:
+            await hub.head.ready.wait()

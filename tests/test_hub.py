@@ -15,7 +15,7 @@ from app.store import MemoryStore, Publication
 from app.tasks import background
 from app.tiles import Renderer
 from app.view import ALL, View
-from tests.helpers import tile_ids_in
+from tests.helpers import publish_to_hub, tile_ids_in
 
 
 class CountingRenderer(Renderer):
@@ -59,12 +59,7 @@ class Harness:
         self.store, self.hub = store, hub
 
     async def publish(self, version: int, states: dict[str, str], connected: bool = True) -> None:
-        data = snapshot(version, states, connected)
-        changed = {k: json.dumps(v).encode() for k, v in data["extensions"].items()}
-        await self.store.publish(Publication(version, json.dumps(data).encode(), changed, ()))
-        async with asyncio.timeout(5):  # the hub takes it in
-            while self.hub.version < version:
-                await self.hub.head.ready.wait()
+        await publish_to_hub(self.store, self.hub, snapshot(version, states, connected))
 
 
 @pytest.fixture

@@ -3,7 +3,6 @@ canonical and their caches live only while someone streams them, reconnects shar
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import AsyncIterator
 from typing import Any
@@ -14,11 +13,11 @@ from app.directory import group_slug
 from app.hub import Hub
 from app.scope import Scope, parse_scope, scoped_snapshot
 from app.sse import encode
-from app.store import MemoryStore, Publication
+from app.store import MemoryStore
 from app.tasks import background
 from app.tiles import Renderer
 from app.view import View
-from tests.helpers import tile_ids_in
+from tests.helpers import publish_to_hub, tile_ids_in
 
 FIRMS = {"100": "acme", "101": "acme", "102": "acme", "105": "beta", "106": "beta"}
 NAMES = {"100": "Anna Acme", "101": "Bob Acme", "102": "Cid Acme", "105": "Zelda Beta", "106": "Yuri Beta"}
@@ -53,11 +52,7 @@ class Harness:
             self.extensions[f"{exten}@ext-local"] = ext
         data = {"version": version, "updated_at": 1000.0, "pbx": {"connected": True, "since": 1.0}}
         data["extensions"] = self.extensions
-        encoded = {k: json.dumps(v).encode() for k, v in self.extensions.items()}
-        await self.store.publish(Publication(version, json.dumps(data).encode(), encoded, ()))
-        async with asyncio.timeout(5):
-            while self.hub.version < version:
-                await self.hub.head.ready.wait()
+        await publish_to_hub(self.store, self.hub, data)
 
 
 @pytest.fixture
