@@ -32,7 +32,7 @@ from app.states import (
     parse_extension_status,
 )
 from app.store import SnapshotStore
-from app.tasks import background
+from app.tasks import background, raise_if_cancelled
 
 log = logging.getLogger(__name__)
 
@@ -128,6 +128,7 @@ class Collector:
                 continue
             except (OSError, TimeoutError, LinkLost) as error:
                 session.close()
+                raise_if_cancelled()
                 failures += 1
                 level = logging.WARNING if failures == 1 else logging.DEBUG
                 reason = str(error) or type(error).__name__

@@ -17,7 +17,6 @@ import collections
 import logging
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
 from typing import cast
 
 from app.directory import group_slug
@@ -25,50 +24,23 @@ from app.metrics import Metrics
 from app.schema import (
     ChangesJSON,
     ExtensionJSON,
-    LinkJSON,
+    QueueJSON,
     SnapshotJSON,
-    clean_text,
     extension_order,
 )
 from app.scope import ALL as EVERYTHING
 from app.scope import Scope
 from app.store import SnapshotStore, StoreError
-from app.tiles import LinkState, Renderer, tile_id, tile_ids
-from app.view import View
+from app.tiles import LinkState, Renderer, pbx_link, queue_tile_id, tile_id, tile_ids
+from app.updates import Update, whole_again
+from app.view import View, serves
 
 log = logging.getLogger(__name__)
 
 HISTORY = 512  # updates kept (their tiles, not messages) for viewers that reconnect
 STORE_RETRY = 1.0
 MAX_WHOLES = 64  # whole views kept for views nobody streams (a page load, a test)
-
-
-@dataclass(eq=False)
-class Update:
-    """What changed between two snapshots, rendered. `tiles` maps keys to the tiles'
-    out-of-band HTML; `full` means the set of extensions changed (or the hub resynced):
-    send whole views."""
-
-    version: int
-    after: int  # the version this update builds on
-    tiles: dict[str, str]
-    full: bool
-    link: bool  # the link banner changed
-    heartbeat: bool = False
-    renamed: bool = False  # a name changed: a search view may gain or lose tiles
-    closing: bool = False  # the server is shutting down: streams end here
-    next: Update | None = None
-    ready: asyncio.Event = field(default_factory=asyncio.Event)
-    # The same tiles without outside callers' numbers, for scopes that hide them (the
-    # same str where a tile shows no call): two forms of a change at most, never one a scope.
-    hidden: dict[str, str] = field(default_factory=dict)
-    # view -> (chain start, or the version a reconnect resumes from) -> message. Kept on
-    # the head only: a viewer always catches up to the head, so older ones are never read.
-    messages: dict[View, dict[Update | int, bytes]] = field(default_factory=dict)
-
-    def link_to(self, following: Update) -> None:
-        self.next = following
-        self.ready.set()
+TICK = 1.0  # seconds a queue tile with a running wait is reused in whole views (the count's error)
 
 
 class Hub:
@@ -101,6 +73,8 @@ class Hub:
         # (key, numbers shown) -> tile HTML for whole views (not out-of-band), rendered when
         # first needed: a change renders the out-of-band form at once, this one if a page asks.
         self.tiles: dict[tuple[str, bool], str] = {}
+        self.queues: dict[str, QueueJSON] = {}  # checked name -> queue, by name
+        self.queue_html: dict[str, tuple[float, str]] = {}  # name -> (rendered at, tile), whole views
         self.version = 0
         self.pbx = LinkState("pbx-down", clock())
         self.store_ok = True
@@ -171,6 +145,41 @@ class Hub:
         names = {g for ext in held for g in ext["groups"]}
         return sorted(names, key=str.casefold)
 
+    def queues_for(self, view: View) -> list[str]:
+        """The queues whose tiles `view` shows. A scope sees a queue when one of its members
+        is an extension the scope holds (a supervisor sees the queues their people serve);
+        a queue with no member in scope only to those who see everything (it may belong to
+        anyone). Never a name of a member outside the scope: queue tiles only count."""
+        if not view.shows_queues():
+            return []
+        names = [view.queue] if view.queue else list(self.queues)
+        return [name for name in names if name in self.queues and self._queue_held(view.scope, name)]
+
+    def _queue_held(self, scope: Scope, name: str) -> bool:
+        if scope.everything:
+            return True
+        queue = self.queues[name]
+        if scope.firms is not None and queue.get("tenant", "") not in scope.firms:
+            return False
+        return any(
+            (key := m.get("extension")) in self.extensions and self._holds_scope(scope, key)
+            for m in queue.get("members") or ()
+        )
+
+    def _queue_tile(self, name: str) -> str:
+        """A queue's tile for a whole view; one with callers waiting at most TICK old, so a
+        page loaded now counts the wait on from within a second (one render a second at
+        most, however many pages load)."""
+        now = self.clock()
+        rendered_at, tile = self.queue_html.get(name, (0.0, ""))
+        if not tile or (now - rendered_at > TICK and self.queues[name].get("callers")):
+            tile = self._render_queue(name, oob=False)
+            self.queue_html[name] = (now, tile)
+        return tile
+
+    def _render_queue(self, name: str, *, oob: bool) -> str:
+        return self.renderer.queue(self.queues[name], f"queue-{name}", oob=oob)
+
     def _holds(self, view: View, key: str) -> bool:
         return view.holds(self.extensions[key], self.slugs[key])
 
@@ -181,16 +190,22 @@ class Hub:
         """Every tile of a view, for the page itself (not out-of-band). The full panel
         is sectioned by group (an extension under its first group only: a tile id is
         unique on the page)."""
+        queues = " ".join(self._queue_tile(name) for name in self.queues_for(view))
+        if view.wallboard:
+            return queues
         pairs = self.keys_for(view)
         numbers = view.scope.show_numbers
         if view.listed or not any(key and self.extensions[key]["groups"] for key, _ in pairs):
-            return " ".join(self._tile(key, exten, numbers) for key, exten in pairs)
+            return " ".join(
+                filter(None, [queues, *(self._tile(key, exten, numbers) for key, exten in pairs)])
+            )
         sections: dict[str, list[str]] = {}
         for key, exten in pairs:
             groups = self.extensions[key]["groups"] if key else None
             sections.setdefault(groups[0] if groups else "", []).append(self._tile(key, exten, numbers))
         ordered = sorted(sections, key=lambda g: (g == "", g.casefold()))
-        return " ".join(self.renderer.group(name, " ".join(sections[name])) for name in ordered)
+        parts = [self.renderer.group("Queues", queues)] if queues else []
+        return " ".join(parts + [self.renderer.group(name, " ".join(sections[name])) for name in ordered])
 
     def first_message(self, view: View, since: int | None) -> tuple[bytes, Update]:
         """The first message of a stream: what changed since `since` when the history
@@ -203,7 +218,7 @@ class Hub:
             if cached is not None:
                 return cached, head
             chain = [u for u in self.history if u.version > since]
-            if any(_whole_again(view, u) for u in chain):
+            if any(whole_again(view, u) for u in chain):
                 data = self._whole_message(view)
             else:
                 data = self.encode(head.version, self._changes(view, chain, link=True))
@@ -232,7 +247,7 @@ class Hub:
         cached = last.messages.get(view, {}).get(start)
         if cached is not None:
             return cached
-        if any(_whole_again(view, u) for u in chain):
+        if any(whole_again(view, u) for u in chain):
             html = self._full(view)
         else:
             html = self._changes(view, chain, link=any(u.link or u.heartbeat for u in chain))
@@ -313,7 +328,17 @@ class Hub:
         streams and restarts the page's CSS watchdog (a veil after silence)."""
         while True:
             await asyncio.sleep(self.heartbeat)
+            self._refresh_ticking()
             self._publish(self.version, {}, full=False, link=False, heartbeat=True)
+
+    def _refresh_ticking(self) -> None:
+        """Forget the whole-view form of extension tiles whose pause duration advances:
+        it holds the seconds gone at render time, so a page loaded later would count on
+        from a stale figure; re-rendered when next asked, at most once a heartbeat."""
+        for key, extension in self.extensions.items():
+            if any(q.get("paused") for q in extension.get("queues") or ()):
+                self.tiles.pop((key, True), None)
+                self.tiles.pop((key, False), None)
 
     async def _watch_collector(self) -> None:
         """With a shared store, someone must hold the collector lease; if nobody does, the
@@ -354,6 +379,7 @@ class Hub:
         # tiles in and out of searches: those viewers get their view again (`_whole_again`).
         full = full or any(_groups(self.extensions.get(key)) != _groups(extensions[key]) for key in changed)
         renamed = any(_name(self.extensions.get(key)) != _name(extensions[key]) for key in changed)
+        moved = any(serves(self.extensions.get(key)) != serves(extensions[key]) for key in changed)
         self.extensions = extensions
         for key in changed:
             self.tiles.pop((key, True), None)
@@ -366,16 +392,40 @@ class Hub:
             key: self._render_tile(key, oob=True, numbers=False) if extensions[key].get("calls") else tile
             for key, tile in rendered.items()
         }
+        queues_changed, queues_full = self._take_queues(snapshot.get("queues"), partial=partial)
+        full = full or queues_full
+        queue_tiles = {name: self._render_queue(name, oob=True) for name in queues_changed}
         state = pbx_link(snapshot["pbx"])
         link_changed = state != self.pbx
         self.pbx = state
-        if changed or link_changed or full:
+        if changed or queues_changed or link_changed or full:
             version = int(snapshot["version"])
             self._publish(version, rendered, full=full, link=link_changed, renamed=renamed, hidden=hidden)
-            if changed and not resync and snapshot.get("updated_at"):
+            self.head.queue_tiles, self.head.moved = queue_tiles, moved
+            if (changed or queues_changed) and not resync and snapshot.get("updated_at"):
                 # From the collector's publication to the bytes ready for every viewer: the
                 # store's round trip, the poll and the render (clocks of one host, or NTP).
                 self.metrics.change_latency.observe(max(0.0, self.clock() - float(snapshot["updated_at"])))
+
+    def _take_queues(self, incoming: dict[str, QueueJSON] | None, *, partial: bool) -> tuple[list[str], bool]:
+        """Follow the snapshot's `queues` as `_take` follows extensions: the names changed,
+        and whether the set of queues changed (views are sent whole then). Only checked
+        names become ids (`queue_tile_id`); an older snapshot without queues has none."""
+        if partial:
+            queues = {**self.queues, **(incoming or {})}
+        else:
+            queues = dict(incoming or {})
+        queues = {
+            name: q for name, q in sorted(queues.items()) if queue_tile_id(name) and isinstance(q, dict)
+        }
+        full = queues.keys() != self.queues.keys()
+        changed = [name for name, queue in queues.items() if full or self.queues.get(name) != queue]
+        self.queues = queues
+        for name in changed:
+            self.queue_html.pop(name, None)
+        if full:
+            self.queue_html = {}
+        return changed, full
 
     def _publish(
         self,
@@ -424,38 +474,20 @@ class Hub:
     def _changes(self, view: View, chain: Iterable[Update], *, link: bool) -> str:
         merged: dict[str, str] = {}
         numbers = view.scope.show_numbers
+        queue_tiles: dict[str, str] = {}
         for update in chain:
             merged.update(update.tiles if numbers else update.hidden)
+            queue_tiles.update(update.queue_tiles)
         if view.extens is not None:
             wanted = {key for key, _ in self.keys_for(view)}
             keys: Iterable[str] = [key for key in merged if key in wanted]
         else:
             keys = [key for key in merged if key in self.extensions and self._holds(view, key)]
-        parts = [merged[key] for key in keys]
+        parts = [queue_tiles[name] for name in self.queues_for(view) if name in queue_tiles]
+        parts += [merged[key] for key in keys]
         if link:
             parts.insert(0, self.link_html)
         return " ".join(parts)
-
-
-def pbx_link(pbx: LinkJSON) -> LinkState:
-    """The `pbx` object of a snapshot as what viewers are told. A snapshot of an older
-    collector has only `connected` and `since`; `address` and `error` are cleaned again
-    (the store is shared, and they end up on every viewer's page)."""
-    since = float(pbx.get("since") or 0)
-    state = pbx.get("state") or ("up" if pbx.get("connected") else "down")
-    if state == "up":
-        return LinkState("ok", since)
-    if state == "starting":
-        return LinkState("pbx-starting", since)
-    if state == "connecting":
-        address, error = clean_text(pbx.get("address"), 120), clean_text(pbx.get("error"), 120)
-        return LinkState("pbx-unreachable" if error else "pbx-connecting", since, address, error)
-    return LinkState("pbx-down", since)
-
-
-def _whole_again(view: View, update: Update) -> bool:
-    """Whether `update` changes which tiles `view` holds, so it must be sent whole."""
-    return update.full or (update.renamed and bool(view.query))
 
 
 def _groups(extension: ExtensionJSON | None) -> tuple[str, ...] | None:

@@ -28,12 +28,14 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from app.actions import Actions
 from app.auth.identify import Auth, Denied, Door, admit, denied_response, identify, route_path, visitor
 from app.auth.sessions import Sessions
 from app.auth.signin import ROUTES as SIGNIN_ROUTES
 from app.directory import group_slug
 from app.hub import Hub
 from app.metrics import Metrics, forget_process
+from app.queues import QUEUE_RE
 from app.runtime import lead_or_follow, lease_owner, running_collector, store_from
 from app.scope import ALL as SEE_ALL
 from app.scope import Scope as UserScope
@@ -66,9 +68,9 @@ def user_scope(request: Request) -> UserScope:
     return getattr(request.state, "scope", SEE_ALL)
 
 
-def parse_view(request: Request) -> View:
-    """`?ext=101,102`, `?group=sales`, `?q=ann` as a View within the request's scope (the
-    URL only narrows it); 400 on anything malformed."""
+def parse_view(request: Request, *, wallboard: bool = False) -> View:
+    """`?ext=101,102`, `?group=sales`, `?q=ann`, `?queue=support` as a View within the
+    request's scope (the URL only narrows it); `wallboard`: /queues; 400 on anything malformed."""
     raw_group = request.query_params.get("group", "").strip()
     if len(raw_group) > MAX_VIEW_PARAM:
         raise BadView(f"the group is longer than {MAX_VIEW_PARAM} characters")
@@ -79,7 +81,13 @@ def parse_view(request: Request) -> View:
     if len(query) > MAX_QUERY:
         raise BadView(f"the search is longer than {MAX_QUERY} characters")
     query = "".join(ch for ch in query if ch.isprintable())
-    return View(_parse_extens(request.query_params.get("ext")), group, query, user_scope(request))
+    queue = request.query_params.get("queue", "").strip()
+    if queue and not QUEUE_RE.fullmatch(queue):
+        raise BadView("the queue must be a queue's name, like support (letters, digits, _.+-)")
+    # The wallboard's stream says so (`queues=1`): /events serves both.
+    wallboard = wallboard or request.query_params.get("queues") == "1"
+    extens = _parse_extens(request.query_params.get("ext"))
+    return View(extens, group, query, user_scope(request), queue=queue, wallboard=wallboard)
 
 
 def _parse_extens(raw: str | None) -> tuple[str, ...] | None:
@@ -106,6 +114,10 @@ def _view_query(view: View, token: str | None = None) -> str:
         params["group"] = view.group
     if view.query:
         params["q"] = view.query
+    if view.queue:
+        params["queue"] = view.queue
+    if view.wallboard:
+        params["queues"] = "1"
     return urlencode(params, safe=",") + "&" if params else ""
 
 
@@ -117,10 +129,15 @@ async def embed(request: Request) -> Response:
     return await _render_view(request, "embed.html")
 
 
-async def _render_view(request: Request, template: str) -> Response:
+async def queues_page(request: Request) -> Response:
+    """The wallboard: every queue the viewer may see, as tiles (`?queue=` one of them)."""
+    return await _render_view(request, "queues.html", wallboard=True)
+
+
+async def _render_view(request: Request, template: str, *, wallboard: bool = False) -> Response:
     hub: Hub = request.app.state.hub
     settings: Settings = request.app.state.settings
-    view = parse_view(request)
+    view = parse_view(request, wallboard=wallboard)
     await hub.ready.wait()
     tiles = hub.whole_view(view)
     context = {
@@ -132,6 +149,8 @@ async def _render_view(request: Request, template: str) -> Response:
         "groups": [(name, group_slug(name)) for name in hub.groups(view.scope)],
         "group": view.group,
         "query": view.query,
+        "queue": view.queue,
+        "has_queues": bool(hub.queues_for(View(scope=view.scope))),
     }
     html = hub.renderer.page(template, **context)
     return HTMLResponse(html, headers={"Cache-Control": "no-store"})
@@ -343,18 +362,24 @@ def create_app(settings: Settings | None = None) -> Starlette:
             await stack.enter_async_context(background(end_streams_at_shutdown(hub), "shutdown-watch"))
             stack.callback(forget_process, os.getpid())  # a worker's viewers end with it
             stack.callback(hub.close)  # whatever stops us, no stream outlives the app
+            if actions is not None:  # ACTIONS=on: its AMI session ends with the app
+                stack.push_async_callback(actions.close)
             yield
 
     headers = security_headers(settings.frame_ancestors)
     auth = Auth.from_settings(settings)
+    # ACTIONS=on mounts POST /actions/<action> (app/actions.py); off, the URL is a 404.
+    actions = Actions(settings) if settings.actions else None
     app = Panel(
         routes=[
             *(SIGNIN_ROUTES if settings.auth_mode == "users" else []),
             Route("/", page),
             Route("/embed", embed),
+            Route("/queues", queues_page),
             Route("/events", events),
             Route("/api/snapshot", snapshot_api),
             Route("/healthz", healthz),
+            *(actions.routes if actions is not None else []),
             Mount("/static", StaticFiles(directory=STATIC), name="static"),
         ],
         lifespan=lifespan,
@@ -362,6 +387,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
     )
     hosts = allowed_hosts(settings)
     app.state.auth = auth
+    app.state.actions = actions
     app.state.exact_hosts = None if "*" in hosts else frozenset(h for h in hosts if "*" not in h)
     app.add_middleware(Door, auth=auth)  # innermost: it reads the session
     if settings.auth_mode == "users":

@@ -71,6 +71,9 @@ class Metrics:
         self.store_errors = Counter(
             "blf_store_errors", "Store calls that failed, by who", ["who"], registry=r
         )
+        self.actions = Counter(
+            "blf_actions", "Actions from the panel, by action and result", ["action", "result"], registry=r
+        )
 
     def count_event(self, event: str, count: int = 1) -> None:
         # Event names come from the PBX: only well-formed ones become a label value, so a

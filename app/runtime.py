@@ -66,6 +66,7 @@ def directory_path(settings: Settings) -> Path | None:
 async def demo_pbx(settings: Settings) -> AsyncIterator[Simulator]:
     """The built-in simulator on a free loopback port, with churn, for the demo."""
     from app.sim import Simulator  # the demo only: production never loads the simulator
+    from app.sim.churn import demo_queues
 
     simulator = Simulator(
         parse_extension_range(settings.demo_extensions),
@@ -75,6 +76,8 @@ async def demo_pbx(settings: Settings) -> AsyncIterator[Simulator]:
         secret=settings.ami_secret,
         churn=settings.demo_churn,
     )
+    if settings.demo_churn > 0:  # a still demo (the tests' fixed picture) has no queues
+        demo_queues(simulator)
     await simulator.start()
     log.info("demo PBX (simulator) listening on 127.0.0.1:%d", simulator.port)
     try:

@@ -9,13 +9,53 @@ from __future__ import annotations
 
 import ipaddress
 import os
-import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from app.store.contract import check_prefix, parse_memcached_url
+from app.setting_values import (  # noqa: F401 - re-exported: the public names of settings
+    _CSP_KEYWORDS,
+    _FALSE_WORDS,
+    _HOST_NAME_RE,
+    _TRUE_WORDS,
+    ACTION_NAMES,
+    AUTH_MODES,
+    DEFAULT_ACTION_ROLES,
+    MAX_EXTENSIONS,
+    MIN_SECRET_KEY_BYTES,
+    _action_rate,
+    _action_roles,
+    _ami_events,
+    _audience,
+    _auth,
+    _bare_host,
+    _extension_range,
+    _frame_ancestors,
+    _header_name,
+    _host_names,
+    _host_of,
+    _lease_ttl,
+    _lifetime,
+    _log_level,
+    _memcached_url,
+    _metrics_listen,
+    _networks,
+    _non_negative_float,
+    _on_off,
+    _port,
+    _port_or_zero,
+    _positive_float,
+    _prefix,
+    _root_path,
+    _secret_key,
+    _send_buffer,
+    _tenant_pattern,
+    _text,
+    _title,
+    _workers,
+    parse_extension_range,
+)
 
 SETTINGS_FILE = Path(__file__).resolve().parent.parent / "settings.env"
 
@@ -26,275 +66,6 @@ class SettingsError(ValueError):
     def __init__(self, name: str, message: str) -> None:
         super().__init__(f"{name}: {message}")
         self.name = name
-
-
-def _text(value: str) -> str:
-    return value
-
-
-def _port(value: str) -> int:
-    if not value.isdigit() or not 1 <= int(value) <= 65535:
-        raise ValueError(f"{value!r} is not a TCP port (1-65535)")
-    return int(value)
-
-
-def _port_or_zero(value: str) -> int:
-    return 0 if value == "0" else _port(value)
-
-
-def _positive_float(value: str) -> float:
-    try:
-        number = float(value)
-    except ValueError:
-        raise ValueError(f"{value!r} is not a number") from None
-    if not number > 0 or number != number or number == float("inf"):
-        raise ValueError(f"{value!r} must be a number above 0")
-    return number
-
-
-def _non_negative_float(value: str) -> float:
-    return 0.0 if value.strip() in ("0", "0.0") else _positive_float(value)
-
-
-def _memcached_url(value: str) -> str:
-    if value:
-        parse_memcached_url(value)  # the store's own check: a ValueError naming the value
-    return value
-
-
-def _prefix(value: str) -> str:
-    return check_prefix(value)
-
-
-_HOST_NAME_RE = re.compile(r"(?=.{1,253}\Z)[A-Za-z0-9_-]{1,63}(\.[A-Za-z0-9_-]{1,63})*\.?")
-
-
-def _host_of(port_setting: str) -> Callable[[str], str]:
-    """The parser of a host name or address without a port (`port_setting` holds that).
-    An IPv6 address is written as is, fd00::5 (what asyncio and uvicorn take); brackets
-    as in a URL, [fd00::5], are accepted and dropped."""
-
-    def parse(value: str) -> str:
-        if not value:
-            return value
-        host = _bare_host(value)
-        if host is not None:
-            return host
-        head, _, port = value.rpartition(":")
-        if port.isdigit() and (host := _bare_host(head)) is not None:
-            raise ValueError(
-                f"{value!r} holds a port: write {host} here and put the port in {port_setting}={port}"
-            )
-        raise ValueError(f"{value!r} is not a host name or address (IPv6 as is: fd00::5)")
-
-    return parse
-
-
-def _bare_host(value: str) -> str | None:
-    """`value` if it is a host name or an address (an IPv6 one without its brackets), else None."""
-    bracketed = value.startswith("[") and value.endswith("]")
-    bare = value[1:-1] if bracketed else value
-    try:
-        address = ipaddress.ip_address(bare)
-    except ValueError:
-        return bare if not bracketed and _HOST_NAME_RE.fullmatch(bare) else None
-    return bare if address.version == 6 or not bracketed else None
-
-
-def _ami_events(value: str) -> str:
-    if not re.fullmatch(r"[a-z]+(,[a-z]+)*", value):
-        raise ValueError(f"{value!r} is not a comma-separated list of AMI event classes")
-    return value
-
-
-def _log_level(value: str) -> str:
-    level = value.upper()
-    if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
-        raise ValueError(f"{value!r} is not one of DEBUG, INFO, WARNING, ERROR")
-    return level
-
-
-def _tenant_pattern(value: str) -> str:
-    """A regular expression matched on the whole context, whose first group is the firm
-    (FreePBX multi-tenant: from-internal-(.+)); "" for one firm."""
-    if not value:
-        return value
-    try:
-        pattern = re.compile(value)
-    except re.error as error:
-        raise ValueError(f"{value!r} is not a regular expression ({error})") from None
-    if pattern.groups < 1:
-        raise ValueError(f"{value!r} has no group: put the firm's part in ( ), e.g. from-internal-(.+)")
-    return value
-
-
-def _workers(value: str) -> int:
-    if not value.isdigit() or not 1 <= int(value) <= 64:
-        raise ValueError(f"{value!r} is not a number of workers (1-64)")
-    return int(value)
-
-
-_TRUE_WORDS = ("on", "yes", "true", "1")
-_FALSE_WORDS = ("off", "no", "false", "0")
-
-
-def _on_off(value: str) -> bool:
-    """Every boolean setting: on/off, and the usual yes/no, true/false, 1/0 (any case)."""
-    word = value.lower()
-    if word not in _TRUE_WORDS + _FALSE_WORDS:
-        raise ValueError(f"{value!r} is not on or off (yes/no, true/false, 1/0 work too)")
-    return word in _TRUE_WORDS
-
-
-# The only keywords frame-ancestors knows (CSP 3). Unquoted, `self` is a host named "self":
-# the browser then matches no origin at all, and the header blocks every embed, ours too.
-_CSP_KEYWORDS = ("'self'", "'none'")
-
-
-def _frame_ancestors(value: str) -> str:
-    # Goes into a header: one CSP source list, nothing that could end or split it.
-    if not re.fullmatch(r"[A-Za-z0-9'*:/.\- ]{1,500}", value) or not value.strip():
-        raise ValueError(f"{value!r} is not a CSP source list like 'self' https://crm.example.com")
-    sources = value.split()
-    for source in sources:
-        if source.lower() in ("self", "none"):
-            keyword = f"'{source.lower()}'"
-            raise ValueError(
-                f'{source} must be quoted: {keyword} (in a shell or systemd: FRAME_ANCESTORS="{keyword}"); '
-                "unquoted it is a host name and blocks every embed"
-            )
-        if "'" in source and source.lower() not in _CSP_KEYWORDS:
-            raise ValueError(f"{source} is not a CSP keyword of frame-ancestors ('self' or 'none')")
-    if len(sources) > 1 and "'none'" in (source.lower() for source in sources):
-        raise ValueError("'none' stands alone: with other sources the browser ignores it")
-    return " ".join(sources)
-
-
-def _root_path(value: str) -> str:
-    if value and not re.fullmatch(r"(/[A-Za-z0-9_.\-]+)+", value):
-        raise ValueError(f"{value!r} must be empty or a path like /blf (no trailing slash)")
-    return value
-
-
-def _lease_ttl(value: str) -> int:
-    if not value.isdigit() or not 2 <= int(value) <= 300:
-        raise ValueError(f"{value!r} is not a whole number of seconds (2-300)")
-    return int(value)
-
-
-def _send_buffer(value: str) -> int:
-    # Below 16 KiB a tile message of a big panel goes out in many small pieces; above
-    # 16 MiB, 5,000 viewers that stop reading could hold 80 GB.
-    if not value.isdigit() or not 16_384 <= int(value) <= 16_777_216:
-        raise ValueError(f"{value!r} is not a number of bytes (16384-16777216)")
-    return int(value)
-
-
-def _title(value: str) -> str:
-    if not 1 <= len(value) <= 80:
-        raise ValueError("must be 1 to 80 characters")
-    return value
-
-
-# The most extensions a range may name (the demo PBX and `simulate` take one).
-MAX_EXTENSIONS = 10_000
-
-
-def parse_extension_range(text: str) -> list[str]:
-    """`100-149` or `100-104,200,300-301` -> the extensions, in order, without repeats.
-    A range with leading zeros keeps its width (`001-003`)."""
-    if not text.strip():
-        raise ValueError("no extensions given (expected e.g. 100-149 or 100-104,200)")
-    result: dict[str, None] = {}
-    for part in text.split(","):
-        part = part.strip()
-        match = re.fullmatch(r"([0-9]+)(?:\s*-\s*([0-9]+))?", part)
-        if match is None:
-            raise ValueError(f"{part!r} is not an extension number or a range like 100-149")
-        first, last = match.group(1), match.group(2) or match.group(1)
-        low, high = int(first), int(last)
-        if low > high:
-            raise ValueError(f"range {part!r} runs backwards")
-        if len(last) > 64:
-            raise ValueError(f"{last[:20]}... is too long for an extension")
-        if len(result) + high - low + 1 > MAX_EXTENSIONS:
-            raise ValueError(f"{text.strip()[:40]!r} gives more than {MAX_EXTENSIONS} extensions")
-        width = len(first) if first.startswith("0") and len(first) == len(last) else 0
-        for number in range(low, high + 1):
-            result[str(number).zfill(width)] = None
-    return list(result)
-
-
-def _extension_range(value: str) -> str:
-    parse_extension_range(value)
-    return value
-
-
-def _metrics_listen(value: str) -> tuple[str, int] | None:
-    from app.metrics import parse_listen  # the metrics room knows its address form
-
-    return parse_listen(value)
-
-
-def _audience(value: str) -> str:
-    if value and not re.fullmatch(r"[\x21-\x7e]{1,200}", value):
-        raise ValueError(f"{value[:40]!r} is not an audience (1-200 printable characters, no spaces)")
-    return value
-
-
-# --- who may see what (app/auth) ---
-
-AUTH_MODES = ("none", "users", "proxy")
-MIN_SECRET_KEY_BYTES = 32  # HMAC-SHA1/256 keys: shorter ones can be guessed offline from one cookie
-
-
-def _auth(value: str) -> str:
-    # Empty is the default, "none" said by nobody: the panel stays open on loopback only.
-    # AUTH=none written out (environment or settings.env) is the admin's explicit choice.
-    if value and value.lower() not in AUTH_MODES:
-        raise ValueError(f"{value!r} is not one of none, users, proxy")
-    return value.lower()
-
-
-def _secret_key(value: str) -> str:
-    if value and len(value.encode()) < MIN_SECRET_KEY_BYTES:
-        raise ValueError(
-            f"is {len(value.encode())} bytes, at least {MIN_SECRET_KEY_BYTES} needed; make one with "
-            "python3 -c 'import secrets; print(secrets.token_urlsafe(32))'"
-        )
-    return value
-
-
-def _lifetime(value: str) -> int:
-    # A minute at least (else a sign-in ends before the page loads), 30 days at most.
-    if not value.isdigit() or not 60 <= int(value) <= 30 * 24 * 3600:
-        raise ValueError(f"{value!r} is not a number of seconds (60-2592000)")
-    return int(value)
-
-
-def _networks(value: str) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
-    networks = []
-    for item in value.replace(",", " ").split():
-        try:
-            networks.append(ipaddress.ip_network(item, strict=False))
-        except ValueError:
-            raise ValueError(f"{item!r} is not an address or network like 10.0.0.5 or 10.0.0.0/24") from None
-    return tuple(networks)
-
-
-def _header_name(value: str) -> str:
-    if not re.fullmatch(r"[A-Za-z0-9-]{1,64}", value):
-        raise ValueError(f"{value!r} is not an HTTP header name like Remote-User")
-    return value.lower()
-
-
-def _host_names(value: str) -> tuple[str, ...]:
-    names = tuple(item.lower() for item in value.replace(",", " ").split())
-    for name in names:
-        bare = name[2:] if name.startswith("*.") else name
-        if name != "*" and _bare_host(bare) is None:
-            raise ValueError(f"{name!r} is not a host name (panel.example.com, *.example.com or *)")
-    return names
 
 
 def check_auth(settings: Settings) -> None:
@@ -369,6 +140,16 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("EMBED_SECRET", "", "key of signed embed links (32+ bytes); empty: off", _secret_key),
     Setting("EMBED_SECRET_PREVIOUS", "", "the key before EMBED_SECRET, still accepted", _secret_key),
     Setting("EMBED_AUDIENCE", "", "the aud an embed link must carry; empty: none", _audience),
+    Setting("ACTIONS", "off", "on: signed-in users may act from the panel (POST /actions/...)", _on_off),
+    Setting("AMI_ACTION_USERNAME", "blf-actions", "AMI user of the actions (write access)", _text),
+    Setting("AMI_ACTION_SECRET", "", "AMI secret of the actions' user", _text),
+    Setting(
+        "ACTION_IDLE_TIMEOUT", "60", "seconds the actions' AMI session stays open unused", _positive_float
+    ),
+    Setting("ACTION_RATE", "20", "actions a user may send a minute", _action_rate),
+    Setting(
+        "ACTION_ROLES", DEFAULT_ACTION_ROLES, "what each role may do: role=action,...;...", _action_roles
+    ),
 )
 
 
@@ -421,6 +202,12 @@ class Settings:
     embed_secret: str
     embed_secret_previous: str
     embed_audience: str
+    actions: bool
+    ami_action_username: str
+    ami_action_secret: str
+    action_idle_timeout: float
+    action_rate: int
+    action_roles: tuple[tuple[str, frozenset[str]], ...]
 
     @property
     def demo(self) -> bool:

@@ -21,9 +21,10 @@ from sse_starlette.sse import AppStatus, ServerSentEvent
 from starlette.requests import Request
 from starlette.types import Receive, Scope, Send
 
-from app.hub import Hub, Update
+from app.hub import Hub
 from app.metrics import Metrics
 from app.transport import abort, limit_queue, transport_of
+from app.updates import Update
 from app.view import View
 
 log = logging.getLogger(__name__)

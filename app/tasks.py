@@ -91,3 +91,12 @@ async def supervise(
 def log_crash(task: asyncio.Task[Any]) -> None:
     if not task.cancelled() and task.exception() is not None:
         log.error("%s stopped: %r", task.get_name(), task.exception(), exc_info=task.exception())
+
+
+def raise_if_cancelled() -> None:
+    """Raise the cancellation a failed connect swallowed. Seen on Python 3.11: a cancel that
+    reaches `create_connection` while the peer refuses comes back as the OSError, and the
+    loop went on reconnecting for ever (a stopped collector that never stopped, 1 run in 2)."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError

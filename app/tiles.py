@@ -10,7 +10,7 @@ an id never tells one firm's viewers about another firm's extensions.
 from __future__ import annotations
 
 import time
-from collections.abc import Container, Iterable, Mapping
+from collections.abc import Callable, Container, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,7 +18,8 @@ from typing import Any
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from markupsafe import Markup
 
-from app.schema import CallJSON, ExtensionJSON, PresenceJSON
+from app.queues import QUEUE_RE
+from app.schema import CallJSON, ExtensionJSON, LinkJSON, PresenceJSON, QueueJSON, clean_text
 from app.scope import without_numbers
 
 TEMPLATES = Path(__file__).parent / "templates"
@@ -61,6 +62,11 @@ def tile_ids(keys: Iterable[str], tenants: Mapping[str, str] | None = None) -> d
     return ids
 
 
+def queue_tile_id(name: str) -> str | None:
+    """`queue-support`, from a checked queue name only (None for any other)."""
+    return f"queue-{name}" if QUEUE_RE.fullmatch(name) else None
+
+
 def clock(epoch: float) -> str:
     return time.strftime("%H:%M", time.localtime(epoch))
 
@@ -90,7 +96,8 @@ class LinkState:
 class Renderer:
     """One jinja2 environment per process; render methods return str, never bytes."""
 
-    def __init__(self, *, demo: bool = False) -> None:
+    def __init__(self, *, demo: bool = False, clock: Callable[[], float] = time.time) -> None:
+        self.clock = clock  # the render time running durations count from (`elapsed`)
         self.env = Environment(
             loader=FileSystemLoader(TEMPLATES),
             autoescape=select_autoescape(default=True, default_for_string=True),
@@ -102,6 +109,7 @@ class Renderer:
         self._link = self.env.get_template("link.html")
         self._group = self.env.get_template("group.html")
         self._whole = self.env.get_template("whole.html")
+        self._queue = self.env.get_template("queue.html")
 
     def tile(
         self,
@@ -111,12 +119,20 @@ class Renderer:
         *,
         oob: bool,
         inside: Container[str] | None = None,
+        now: float | None = None,
     ) -> str:
         """A tile as one line of HTML (an SSE data line needs no splitting then).
         `extension` None: an extension the PBX does not know (shown as unknown).
-        `inside` given: outside callers' numbers hidden (the numbers in it are colleagues')."""
-        tile = tile_context(extension, id_, exten, inside)
+        `inside` given: outside callers' numbers hidden (the numbers in it are colleagues').
+        `now`: the render time a pause's running duration starts from (see `elapsed`)."""
+        tile = tile_context(extension, id_, exten, inside, self.clock() if now is None else now)
         return _one_line(self._tile.render(tile=tile, oob=oob))
+
+    def queue(self, queue: QueueJSON, id_: str, *, oob: bool, now: float | None = None) -> str:
+        """A queue's tile as one line: counts only, no member or caller named (the same
+        bytes for every scope that sees the queue at all)."""
+        context = queue_context(queue, id_, self.clock() if now is None else now)
+        return _one_line(self._queue.render(queue=context, oob=oob))
 
     def group(self, name: str, tiles_html: str) -> str:
         """A group's header and its tiles (tiles_html is ours, already escaped)."""
@@ -175,8 +191,68 @@ def call_context(call: CallJSON) -> dict[str, str]:
     }
 
 
+def elapsed(since: float, now: float) -> dict[str, Any]:
+    """A running duration as the templates show it: the start (exact, `<time>`) and the
+    whole seconds gone at render time, which panel.css counts on from the moment the
+    element enters the page (`.ticking`, an animated `@property` integer): no script and
+    no message per second. CSS cannot read the clock, so the count is off by the age of
+    the HTML when it is swapped in: milliseconds for a live change; for a page or whole
+    view the hub re-renders ticking tiles every HEARTBEAT (5 s), so at most that."""
+    return {"at": clock(since), "iso": iso(since), "seconds": max(0, int(now - since))}
+
+
+def paused_context(extension: ExtensionJSON, now: float) -> dict[str, Any] | None:
+    """The pause worth showing on a tile: paused in any queue it serves; the reason and
+    the start of the earliest pause (Asterisk pauses per queue; an agent on lunch is
+    paused in all of them)."""
+    paused = [q for q in extension.get("queues") or [] if isinstance(q, Mapping) and q.get("paused")]
+    if not paused:
+        return None
+    starts = [float(q.get("paused_since") or 0) for q in paused if q.get("paused_since")]
+    reasons = dict.fromkeys(str(q.get("reason") or "") for q in paused)
+    reason = ", ".join(r for r in reasons if r)
+    return {"reason": reason, "since": elapsed(min(starts), now) if starts else None}
+
+
+def queue_context(queue: QueueJSON, id_: str, now: float) -> dict[str, Any]:
+    """A queue's tile: callers waiting, the longest wait, and its members counted by what
+    they can do: take a call (free, not paused), on a call, paused, unavailable."""
+    counts = {"available": 0, "busy": 0, "paused": 0, "unavailable": 0}
+    for member in queue.get("members") or []:
+        status = member.get("status")
+        if status in ("unavailable", "invalid", "unknown"):
+            counts["unavailable"] += 1
+        elif member.get("paused"):
+            counts["paused"] += 1
+        elif member.get("in_call") or status in ("inuse", "busy", "ringinuse", "onhold", "ringing"):
+            counts["busy"] += 1
+        else:
+            counts["available"] += 1
+    waiting = len(queue.get("callers") or [])
+    longest = queue.get("longest_since")
+    return {
+        "id": id_,
+        "name": str(queue.get("name") or ""),
+        "waiting": waiting,
+        "longest": elapsed(float(longest), now) if waiting and longest else None,
+        "counts": counts,
+        "completed": int(queue.get("completed") or 0),
+        "abandoned": int(queue.get("abandoned") or 0),
+        "state": "waiting" if waiting else _queue_state(counts),
+    }
+
+
+def _queue_state(counts: dict[str, int]) -> str:
+    """Nobody waiting: open (someone can take a call), full (all on calls), or closed."""
+    return "open" if counts["available"] else "full" if counts["busy"] else "closed"
+
+
 def tile_context(
-    extension: ExtensionJSON | None, id_: str, exten: str, inside: Container[str] | None = None
+    extension: ExtensionJSON | None,
+    id_: str,
+    exten: str,
+    inside: Container[str] | None = None,
+    now: float = 0.0,
 ) -> dict[str, Any]:
     if extension is None:
         return {
@@ -211,8 +287,30 @@ def tile_context(
             for c in extension.get("calls") or []
             if isinstance(c, Mapping)
         ],
+        "paused": paused_context(extension, now),
+        "queues": [
+            str(q["queue"])
+            for q in extension.get("queues") or []
+            if isinstance(q, Mapping) and q.get("queue")
+        ],
     }
 
 
 def _one_line(html: str) -> str:
     return " ".join(line.strip() for line in html.splitlines() if line.strip())
+
+
+def pbx_link(pbx: LinkJSON) -> LinkState:
+    """The `pbx` object of a snapshot as what viewers are told. A snapshot of an older
+    collector has only `connected` and `since`; `address` and `error` are cleaned again
+    (the store is shared, and they end up on every viewer's page)."""
+    since = float(pbx.get("since") or 0)
+    state = pbx.get("state") or ("up" if pbx.get("connected") else "down")
+    if state == "up":
+        return LinkState("ok", since)
+    if state == "starting":
+        return LinkState("pbx-starting", since)
+    if state == "connecting":
+        address, error = clean_text(pbx.get("address"), 120), clean_text(pbx.get("error"), 120)
+        return LinkState("pbx-unreachable" if error else "pbx-connecting", since, address, error)
+    return LinkState("pbx-down", since)

@@ -1,5 +1,6 @@
-"""What one viewer looks at (`View`): an ext list or every extension, narrowed to a group
-and a search, within the viewer's Scope. Do not break: a View is canonical and hashable,
+"""What one viewer looks at (`View`): an ext list or every extension, narrowed to a group,
+a search and a queue's members (or the queue tiles alone: the wallboard), within the
+viewer's Scope. Do not break: a View is canonical and hashable,
 because the hub caches one message per view and update.
 """
 
@@ -26,6 +27,8 @@ class View:
     group: str = ""  # a group's slug
     query: str = ""  # matched against number and name, case-insensitively
     scope: Scope = EVERYTHING
+    queue: str = ""  # a queue's name (checked by the route): its members and its tile
+    wallboard: bool = False  # /queues: queue tiles only, no extension
 
     def __post_init__(self) -> None:
         if self.extens is not None:
@@ -34,7 +37,7 @@ class View:
 
     @functools.cached_property
     def _hash(self) -> int:
-        return hash((self.extens, self.group, self.query, self.scope))
+        return hash((self.extens, self.group, self.query, self.scope, self.queue, self.wallboard))
 
     def __hash__(self) -> int:  # looked up for every viewer of every message: hash once
         return self._hash
@@ -45,13 +48,29 @@ class View:
 
     def holds(self, extension: ExtensionJSON, slugs: frozenset[str]) -> bool:
         """Whether the view shows `extension` (`slugs`: its groups' slugs)."""
+        if self.wallboard:
+            return False
         if not self.scope.everything and not self.scope.holds(extension, slugs):
+            return False
+        if self.queue and self.queue not in serves(extension):
             return False
         if self.group and self.group not in slugs:
             return False
         if self.query:
             return extension["exten"].startswith(self.query) or self.query in extension["name"].casefold()
         return True
+
+    def shows_queues(self) -> bool:
+        """Whether queue tiles belong in this view: the wallboard, a view of one queue,
+        and the full panel unnarrowed (an ext list, a group or a search is about people)."""
+        return self.wallboard or bool(self.queue) or not (self.listed or self.group or self.query)
+
+
+def serves(extension: ExtensionJSON | None) -> tuple[str, ...]:
+    """The queues `extension` is a member of (its JSON's `queues`), in their order."""
+    if extension is None:
+        return ()
+    return tuple(str(q.get("queue", "")) for q in extension.get("queues") or ())
 
 
 ALL = View()

@@ -9,11 +9,11 @@ from typing import Any
 
 import pytest
 
-from app.hub import Hub, pbx_link
+from app.hub import Hub
 from app.sse import encode
 from app.store import MemoryStore, Publication
 from app.tasks import background
-from app.tiles import Renderer
+from app.tiles import Renderer, pbx_link
 from app.view import ALL, View
 from tests.helpers import publish_to_hub, tile_ids_in
 

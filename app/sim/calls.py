@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from app.sim.events import bridge_event, channel_event, dial_event
+from app.sim.events import blind_transfer_event, bridge_event, channel_event, dial_event, pickup_event
 from app.sim.wire import CALL, Header
 
 if TYPE_CHECKING:
@@ -109,26 +109,28 @@ class SimulatedCall:
     out) and moving the phones' device states in step: callee RINGING, caller INUSE, answered
     INUSE, the party hearing music on hold ONHOLD, NOT_INUSE at the end."""
 
-    def __init__(self, pbx: Pbx, caller: Party, callee: Party) -> None:
+    def __init__(self, pbx: Pbx, caller: Party, callee: Party, *, channel: Channel | None = None) -> None:
+        """`channel`: the caller's channel, already up (a transferee dialled on to `callee`)."""
         self.pbx = pbx
         self.caller = caller
         self.callee = callee
         self.held_by = ""
         self._bridge: Bridge | None = None
         context = pbx.context if caller.exten else TRUNK_CONTEXT
-        self.a = pbx.open_channel(caller, context=context, exten=str(callee.exten), state=RING)
-        self.b = pbx.open_channel(callee, context=pbx.context, exten="s", linkedid=self.a.uniqueid)
+        self.a = channel or pbx.open_channel(caller, context=context, exten=str(callee.exten), state=RING)
+        self.b = pbx.open_channel(callee, context=pbx.context, exten="s", linkedid=self.a.linkedid)
         self.state = "ringing"  # up, held, ended
-        self._ring()
+        self._ring(new_caller=channel is None)
 
     @property
     def ended(self) -> bool:
         return self.state == "ended"
 
-    def _ring(self) -> None:
+    def _ring(self, *, new_caller: bool = True) -> None:
         """The caller dials: both channels, the dial, the callee ringing."""
         a, b, callee = self.a, self.b, self.callee
-        self._emit(channel_event("Newchannel", a))
+        if new_caller:
+            self._emit(channel_event("Newchannel", a))
         a.priority, a.application, a.app_data = 2, "Dial", f"PJSIP/{callee.exten},30"
         self._emit(channel_event("Newchannel", b))
         b.connect(a)
@@ -152,6 +154,11 @@ class SimulatedCall:
         self.pbx.set_phone(self.callee, "INUSE")
         b.exten = ""
         self._emit(dial_event("DialEnd", a, b, ("DialStatus", "ANSWER")))
+        self._bridge_up()
+
+    def _bridge_up(self) -> None:
+        """The caller's channel comes up and both enter a new bridge, the callee's first."""
+        a, b = self.a, self.b
         a.state = UP
         self._emit(channel_event("Newstate", a))
         bridge = self._bridge = Bridge(str(uuid.uuid4()))
@@ -202,6 +209,55 @@ class SimulatedCall:
         self._emit(channel_event("HangupRequest", self.a, ("Cause", 16)))
         self._emit(dial_event("DialEnd", self.a, self.b, ("DialStatus", "CANCEL")))
         self._finish(self.b, self.a)  # Dial hangs up the dialed leg, then the caller goes
+
+    def blind_transfer(self, transferer: Channel, context: str, exten: str) -> Channel:
+        """BlindTransfer of `transferer`'s bridge to `exten`: the BlindTransfer event, the
+        transferer leaves and is hung up, the transferee leaves the bridge (destroyed) and
+        goes on in the dialplan at `context`,`exten`; returns the transferee's channel (the
+        caller of the next call, `Pbx.dial_on`). bridge_basic.c blind_transfer_bridge() and
+        stasis_bridges.c blind_transfer_to_ami() as we read them; no transcript covers it."""
+        if self.state == "held":
+            self.unhold()
+        self._expect("up")
+        bridge = self._bridge
+        assert bridge is not None
+        transferee = self.b if transferer is self.a else self.a
+        self._emit(blind_transfer_event(transferer, transferee, bridge, context, exten))
+        self._leave(bridge, transferer)
+        self._emit(channel_event("Hangup", transferer, *_NORMAL_CLEARING))
+        self.pbx.close_channel(transferer)
+        self._leave(bridge, transferee)
+        self._emit(bridge_event("BridgeDestroy", bridge))
+        self.state = "ended"
+        self.pbx.end_call(self)
+        transferee.context, transferee.exten, transferee.priority = context, exten, 1
+        transferee.application, transferee.app_data = "Dial", f"PJSIP/{exten},30"
+        return transferee
+
+    def picked_up(self, picker: Party) -> Party:
+        """`picker`'s phone, originated into PickupChan(<callee's phone>), takes the ringing
+        call: its channel comes up, the Pickup event (main/pickup.c: the picker's channel,
+        the ringing one as Target*), the ringing leg ends, and the caller is bridged with the
+        picker. Returns the party that rang. Read from pickup.c and app_dial.c, no transcript."""
+        self._expect("ringing")
+        a, rang = self.a, self.callee
+        mine = self.pbx.open_channel(picker, context=self.pbx.context, exten="s", linkedid=a.linkedid)
+        self._emit(channel_event("Newchannel", mine))
+        mine.state, mine.application, mine.app_data = UP, "PickupChan", f"PJSIP/{rang.exten}"
+        self._emit(channel_event("Newstate", mine))
+        self.pbx.set_phone(picker, "INUSE")
+        self._emit(pickup_event(mine, self.b))
+        self._emit(dial_event("DialEnd", a, self.b, ("DialStatus", "ANSWER")))
+        self._emit(channel_event("Hangup", self.b, ("Cause", 26), ("Cause-txt", "Answered elsewhere")))
+        self.pbx.close_channel(self.b)
+        self.pbx.set_phone(rang, "NOT_INUSE")
+        a.connect(mine)
+        self.b, self.callee = mine, picker
+        self._bridge_up()
+        return rang
+
+    def channel(self, name: str) -> Channel | None:
+        return next((c for c in (self.a, self.b) if c.name == name), None)
 
     def drop(self) -> None:
         """Forget the call without a word (the PBX restarted)."""

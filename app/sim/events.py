@@ -295,3 +295,29 @@ def core_show_channel(channel: Channel, action_id: str, now: float) -> bytes:
             ("BridgeId", channel.bridge_id),
         ]
     )
+
+
+def blind_transfer_event(
+    transferer: Channel, transferee: Channel, bridge: Bridge, context: str, exten: str
+) -> bytes:
+    """main/stasis_bridges.c blind_transfer_to_ami(): Result, the two channel snapshots
+    (prefixes Transferer, Transferee), the bridge, IsExternal (Yes: asked over AMI), Context
+    and Extension."""
+    return encode(
+        [
+            ("Event", "BlindTransfer"),
+            _CALL_CLASS,
+            ("Result", "Success"),
+            *transferer.headers("Transferer"),
+            *transferee.headers("Transferee"),
+            *bridge.headers(),
+            ("IsExternal", "Yes"),
+            ("Context", context),
+            ("Extension", exten),
+        ]
+    )
+
+
+def pickup_event(channel: Channel, target: Channel) -> bytes:
+    """main/pickup.c call_pickup_to_ami(): the picker's channel, then the picked one as Target*."""
+    return encode([("Event", "Pickup"), _CALL_CLASS, *channel.headers(), *target.headers("Target")])

@@ -16,19 +16,20 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 from app.settings import MAX_EXTENSIONS
+from app.sim.boot import Booting
 from app.sim.calls import DOWN, OUTSIDE_NUMBER, Channel, Party, SimulatedCall, call_schedule
 from app.sim.events import (
+    channel_event,
     core_show_channel,
     device_state_change,
     endpoint_detail,
     extension_status,
-    fully_booted,
     presence_state_change,
     presence_status,
 )
 from app.sim.names import check_name, generated_name
 from app.sim.queues import Queues
-from app.sim.wire import CALL, SYSTEM, encode, error, event_list, wire_text
+from app.sim.wire import CALL, error, event_list, wire_text
 from app.states import CONTEXT_RE, DEVICE_STATES, EXTEN_RE, aggregate_status, hint_devices
 
 log = logging.getLogger(__name__)
@@ -49,12 +50,6 @@ Sleep = Callable[[float], Awaitable[None]]
 # during a boot, until the modules are loaded, Asterisk answers them "Invalid/unknown command".
 # The others the simulator answers are the core's (manager.c, extension_state.c, db.c).
 # app_queue loads at the same priority (150): its actions answer once the modules are loaded.
-MODULE_ACTIONS = frozenset(
-    {"devicestatelist", "presencestatelist", "pjsipshowendpoint"}
-    | {"queuestatus", "queuesummary", "queuepause", "queueadd", "queueremove", "queuepenalty"}
-)
-
-
 # --- the dialplan functions (func_devstate, func_presencestate) ---
 
 
@@ -113,7 +108,7 @@ def presence_write(argument: str, value: str) -> tuple[str, Presence] | None:
 # --- the PBX ---
 
 
-class Pbx:
+class Pbx(Booting):
     """Hints `N => Custom:N,CustomPresence:N` in `context`, a PJSIP endpoint per extension
     whose caller ID name comes from `names` (else a generated one), device states kept per
     device, presences in astdb, calls with their channels. Every event goes to `emit`, which
@@ -284,50 +279,6 @@ class Pbx:
 
     # --- what list actions answer ---
 
-    def fully_booted(self) -> bytes:
-        """The FullyBooted a login gets: nothing while booting (manager.c action_login sends
-        it only once ast_fully_booted)."""
-        if not self.booted:
-            return b""
-        now = time.monotonic()
-        return fully_booted(int(now - self._started_at), int(now - self._reloaded_at))
-
-    def knows_action(self, name: str) -> bool:
-        """Whether an action (lower case) is registered now: module ones only once loaded."""
-        return self.modules_loaded or name not in MODULE_ACTIONS
-
-    # --- a boot (`core restart`): the server drives it in time ---
-
-    def begin_boot(self) -> None:
-        """The PBX process starts again: no hints loaded, no modules, not booted; logins are
-        taken already (the manager is up before the modules, as on Asterisk 22)."""
-        self._loaded = set()
-        self.modules_loaded = self.booted = False
-        self._boot()
-
-    def load_hints(self, count: int) -> None:
-        """The dialplan's next `count` hints appear, each with its ExtensionStatus (as seen
-        on Asterisk 22.10.1 after a restart: the hints arrived as events, one by one)."""
-        for exten in [e for e in self._hints if e not in self._loaded][:count]:
-            self._loaded.add(exten)
-            self.emit(CALL, self._extension_event(exten))
-
-    def load_modules(self) -> None:
-        """res_manager_devicestate and the like load (priority 150): the dialplan's hints
-        (pbx_config, 128) are all there by then, and the module actions answer."""
-        self.load_hints(len(self._hints))
-        self.modules_loaded = True
-
-    def finish_boot(self) -> None:
-        """FullyBooted to every session with `system`. Read from asterisk.c
-        publish_fully_booted, not recorded: the JSON's keys go out in the order packed (jansson
-        keeps it), Status first, unlike in the one a login gets."""
-        self.load_modules()
-        self.booted = True
-        uptime = int(time.monotonic() - self._started_at)
-        head = [("Event", "FullyBooted"), ("Privilege", "system,all"), ("Status", "Fully Booted")]
-        self.emit(SYSTEM, encode([*head, ("Uptime", uptime), ("LastReload", uptime)]))
-
     def extension_state_list(self, action_id: str) -> bytes:
         """ExtensionStateList, as transcript 03: ack, one item per hint loaded, completion;
         with none (yet), the error of extension_state.c."""
@@ -422,6 +373,38 @@ class Pbx:
             step()
         return call
 
+    def dial_on(self, channel: Channel, party: Party, callee: str) -> SimulatedCall | None:
+        """A channel already up (a transferee) dials extension `callee`; when that is no
+        free extension, Dial fails and the channel is hung up (None)."""
+        if callee not in self._hints or callee in self._calls or callee == party.exten:
+            self.emit(CALL, channel_event("Hangup", channel, ("Cause", 17), ("Cause-txt", "User busy")))
+            self.close_channel(channel)
+            return None
+        call = SimulatedCall(
+            self, party, Party(callee, wire_text(self.name_of(callee)), callee), channel=channel
+        )
+        for exten in (party.exten, callee):
+            if exten is not None:
+                self._calls[exten] = call
+        return call
+
+    def pick_up(self, picker: str, ringing: str) -> SimulatedCall | None:
+        """Extension `picker` (free) picks up the call ringing at extension `ringing`; None
+        when there is no such call (PickupChan finds nothing: the picker's channel hangs up)."""
+        call = self._calls.get(ringing)
+        if call is None or call.state != "ringing" or call.callee.exten != ringing or picker in self._calls:
+            return None
+        if picker not in self._hints:
+            return None
+        call.picked_up(self._party(picker, None))
+        del self._calls[ringing]
+        self._calls[picker] = call
+        return call
+
+    def call_of(self, channel: str) -> SimulatedCall | None:
+        """The call a channel (by name) is in."""
+        return next((call for call in self.calls if call.channel(channel) is not None), None)
+
     @property
     def calls(self) -> list[SimulatedCall]:
         """The calls in progress, oldest first."""
@@ -482,10 +465,6 @@ class Pbx:
             raise ValueError(f"{number!r} is neither an extension nor an outside number")
         name = check_name(number, name) if name else generated_name(number, self._seed)
         return Party(number, wire_text(name), None)
-
-    def _boot(self) -> None:
-        """The PBX process (re)starts: uptime and last reload count from now."""
-        self._started_at = self._reloaded_at = time.monotonic()
 
     def _forget_calls(self) -> None:
         """What a restart loses: calls, channels, the presence list; not astdb nor devices."""

@@ -11,7 +11,7 @@ import time
 from collections.abc import Coroutine, Iterable, Mapping
 from typing import Any
 
-from app.sim.churn import Churn
+from app.sim.churn import Churn, demo_queues
 from app.sim.events import connected_lines, shutdown_event
 from app.sim.model import Pbx, Sleep
 from app.sim.session import Session
@@ -278,5 +278,7 @@ async def run_simulator(
         churn=churn,
         names=names,
     )
+    if churn > 0:  # churn sends callers through the demo's queues and pauses agents
+        demo_queues(simulator)
     async with simulator:
         await asyncio.Event().wait()

@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from app.sim import transfers
 from app.sim.events import db_get_response, successful_auth
 from app.sim.model import DEVICE_STATE_FUNC, PRESENCE_STATE_FUNC, devstate_write, presence_write
 from app.sim.users import ManagerUser, admits
@@ -99,6 +100,9 @@ class Session:
             "queueadd": self._queue_change,
             "queueremove": self._queue_change,
             "queuepenalty": self._queue_change,
+            "originate": self._moving(transfers.originate),
+            "blindtransfer": self._moving(transfers.blind_transfer),
+            "atxfer": self._moving(transfers.atxfer),
         }
 
     # --- connection ---
@@ -296,6 +300,20 @@ class Session:
         else:
             self.send(response("Success", action_id, ("Message", "Variable Set")))
         return True
+
+    def _moving(
+        self, answer: Callable[[Simulator, Frame, str], transfers.Reply]
+    ) -> Callable[[Frame, str], bool]:
+        """An action of app/sim/transfers.py: its reply goes out before its events."""
+
+        def handler(frame: Frame, action_id: str) -> bool:
+            reply, change = answer(self._sim, frame, action_id)
+            self.send(reply)
+            if change is not None:
+                change()
+            return True
+
+        return handler
 
     def _queue_status(self, frame: Frame, action_id: str) -> bool:
         self.send(self._sim.queues.status(action_id, frame.get("Queue"), frame.get("Member")))

@@ -29,6 +29,8 @@ def _class_mask(*names: str) -> int:
 ACTIONS: dict[str, tuple[str, str, int]] = {
     name.lower(): (name, synopsis, authority)
     for name, synopsis, authority in (
+        ("Atxfer", "Attended transfer.", _class_mask("call")),
+        ("BlindTransfer", "Blind transfer channel(s) to the given destination", _class_mask("call")),
         ("Command", "Execute Asterisk CLI Command.", _class_mask("command")),
         ("CoreShowChannels", "List currently active channels.", _class_mask("system", "reporting")),
         ("DBGet", "Get DB Entry.", _class_mask("system", "reporting")),
@@ -38,6 +40,7 @@ ACTIONS: dict[str, tuple[str, str, int]] = {
         ("ListCommands", "List available manager commands.", 0),
         ("Login", "Login Manager.", 0),
         ("Logoff", "Logoff Manager.", 0),
+        ("Originate", "Originate a call.", _class_mask("originate")),
         ("Ping", "Keepalive command.", 0),
         ("PJSIPShowEndpoint", "Detail listing of an endpoint and its objects.", _class_mask("system")),
         ("PresenceStateList", "List the current known presence states.", _class_mask("call", "reporting")),

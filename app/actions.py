@@ -1,0 +1,330 @@
+"""Acting from the panel (ACTIONS=on): POST /actions/<action> checks who acts, on what and how
+often, then asks the PBX through the action session. Do not break: every check is made here on
+the server whatever the form says; the channel to transfer is the PBX's answer for the actor's
+own phone at that moment, never a name from the form; every outcome is one audit line.
+"""
+
+from __future__ import annotations
+
+import collections
+import hmac
+import logging
+import re
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from html import escape
+
+from starlette.datastructures import FormData
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, Response
+from starlette.routing import Route
+
+from app.action_session import ActionSession, Frame, PbxUnreachable
+from app.auth.identify import peer_of
+from app.auth.users import User
+from app.calls import channel_device
+from app.directory import group_slug
+from app.schema import ExtensionJSON, QueueJSON, clean_text
+from app.settings import ACTION_NAMES, Settings
+from app.states import EXTEN_RE
+
+log = logging.getLogger(__name__)
+audit = logging.getLogger("blf-panel.audit")
+
+# What each panel action sends, and the manager.conf write class Asterisk 22 checks for it
+# (main/manager.c ast_manager_register_xml_core; apps/app_queue.c). CoreShowChannels
+# (system or reporting) finds the actor's own channel. The README's list is checked against it.
+AMI_ACTIONS: Mapping[str, tuple[str, str]] = {
+    "call": ("Originate", "originate"),
+    "pickup": ("Originate", "originate"),  # Application: PickupChan
+    "listen": ("Originate", "originate"),  # Application: ChanSpy
+    "transfer": ("BlindTransfer", "call"),
+    "attended": ("Atxfer", "call"),
+    "pause": ("QueuePause", "agent"),
+    "presence": ("Setvar", "call"),
+}
+LOOKUP = ("CoreShowChannels", "reporting")
+WRITE_CLASSES = "call,originate,reporting,agent"
+# app_presencestate.c's states a user may set (PRESENCE_STATE write).
+PRESENCES = ("available", "away", "dnd", "xa", "chat", "unavailable")
+PHONE_TECHS = ("PJSIP", "SIP", "IAX2", "DAHDI")
+MAX_REASON = 60
+RATE_WINDOW = 60.0  # ACTION_RATE counts the actions of the last minute
+ORIGINATE_TIMEOUT = "30000"  # ms the actor's own phone may ring before Originate gives up
+
+# The PBX's error texts (main/manager.c) as a person reads them.
+PBX_WORDS = {
+    "Channel specified does not exist": "The call ended before the PBX could act on it.",
+    "Transfer not permitted": "The PBX does not allow this transfer.",
+    "Transfer invalid": "The PBX cannot transfer this call.",
+    "Transfer failed": "The transfer failed.",
+    "Originate failed": "The PBX could not place the call.",
+    "Permission denied": "The panel's AMI user may not do this: see the README, Acting from the panel.",
+    "Interface not found": "You are not a member of any queue.",
+}
+
+
+class Refused(Exception):
+    def __init__(self, status: int, message: str, result: str = "refused") -> None:
+        super().__init__(message)
+        self.status, self.message, self.result = status, message, result
+        self.target = ""  # the extension asked for, once the form is read (the audit line)
+
+
+@dataclass(frozen=True)
+class Request_:
+    """One checked request: who, what, on which extension (its snapshot JSON)."""
+
+    user: User
+    action: str
+    target: ExtensionJSON | None
+    form: FormData
+    extensions: Mapping[str, ExtensionJSON]  # the hub's, to find each extension's phones
+    queues: Mapping[str, QueueJSON]  # the hub's, to find the actor's member interfaces
+
+
+class Actions:
+    """The actions of one web process: its one action session, the rate counts per user."""
+
+    def __init__(self, settings: Settings, session: ActionSession | None = None) -> None:
+        self.settings = settings
+        self.roles = dict(settings.action_roles)
+        self.session = session or ActionSession(
+            settings.ami_host or "127.0.0.1",
+            settings.ami_port,
+            settings.ami_action_username,
+            settings.ami_action_secret,
+            settings.action_idle_timeout,
+        )
+        self._recent: dict[str, collections.deque[float]] = {}
+        # Said at start, not at the first click: ACTIONS=on that can never act.
+        if settings.auth_mode != "users":
+            log.warning("ACTIONS=on needs AUTH=users (a user's own extension): every action is refused")
+        if not settings.ami_action_secret:
+            log.warning("ACTIONS=on without AMI_ACTION_SECRET: the PBX will refuse the action user")
+
+    @property
+    def routes(self) -> list[Route]:
+        return [Route("/actions/{action}", self.endpoint, methods=["POST"])]
+
+    async def close(self) -> None:
+        await self.session.close()
+
+    async def endpoint(self, request: Request) -> Response:
+        raw_action = request.path_params["action"]
+        action = raw_action if raw_action in ACTION_NAMES else "unknown"
+        user: User = request.state.user
+        target = ""
+        try:
+            checked = await self._check(request, action, user)
+            target = checked.target["exten"] if checked.target else ""
+            message = await self._do(checked)
+            status, result = 200, "ok"
+        except Refused as refused:
+            status, result, message = refused.status, refused.result, refused.message
+            target = refused.target
+        except PbxUnreachable as error:
+            status, result, message = 502, "pbx-error", str(error)
+        audit.info(
+            "user=%r role=%s action=%s target=%r result=%s from=%s: %s",
+            user.name,
+            user.role,
+            clean_text(raw_action, 20),
+            target,
+            result,
+            peer_of(request.scope),
+            message,
+        )
+        metrics = getattr(request.app.state, "metrics", None)
+        if metrics is not None:
+            metrics.actions.labels(action, result).inc()
+        html = f'<p class="action-result action-{result}">{escape(message)}</p>'
+        return HTMLResponse(html, status_code=status, headers={"Cache-Control": "no-store"})
+
+    # --- the checks, in the order a refusal is cheapest ---
+
+    async def _check(self, request: Request, action: str, user: User) -> Request_:
+        if action == "unknown":
+            raise Refused(404, "There is no such action.")
+        if action not in self.roles.get(user.role, frozenset()):
+            raise Refused(403, f"Your role ({user.role}) may not {action} from the panel.", "forbidden")
+        if not user.extension:
+            raise Refused(
+                403, "You have no extension of your own in the users file: no actions.", "forbidden"
+            )
+        form = await request.form(max_files=0, max_fields=8, max_part_size=1024)
+        sent, expected = form.get("csrf"), request.session.get("csrf")
+        if (
+            not isinstance(sent, str)
+            or not isinstance(expected, str)
+            or not hmac.compare_digest(sent, expected)
+        ):
+            raise Refused(
+                403, "The form has expired or did not come from this panel: reload the page.", "csrf"
+            )
+        target = None
+        asked = clean_text(str(form.get("target", "")), 20)
+        try:
+            self._count(user.name)
+            if action not in ("pause", "presence"):
+                target = self._target(request, asked)
+                if target["exten"] == user.extension:
+                    raise Refused(400, "That is your own extension.")
+        except Refused as refused:
+            refused.target = asked
+            raise
+        hub = request.app.state.hub
+        return Request_(user, action, target, form, hub.extensions, hub.queues)
+
+    def _count(self, name: str) -> None:
+        now = time.monotonic()
+        recent = self._recent.setdefault(name, collections.deque())
+        while recent and now - recent[0] > RATE_WINDOW:
+            recent.popleft()
+        if len(recent) >= self.settings.action_rate:
+            wait = round(RATE_WINDOW - (now - recent[0])) + 1
+            raise Refused(429, f"Too many actions: wait {wait} s.", "rate-limited")
+        recent.append(now)
+
+    def _target(self, request: Request, exten: str) -> ExtensionJSON:
+        if not EXTEN_RE.fullmatch(exten):
+            raise Refused(400, "Choose a colleague's extension.")
+        scope = request.state.scope
+        for extension in request.app.state.hub.extensions.values():
+            if extension["exten"] == exten and (
+                scope.everything
+                or scope.holds(extension, frozenset(group_slug(g) for g in extension["groups"]))
+            ):
+                return extension
+        # Out of scope and unknown say the same: the answer tells nothing of what is hidden.
+        raise Refused(403, f"Extension {exten} is not on your panel.", "forbidden")
+
+    # --- the actions ---
+
+    async def _do(self, checked: Request_) -> str:
+        own = checked.user.extension
+        assert own is not None
+        target = checked.target
+        device = _devices(checked.extensions, own)[0]
+        if checked.action == "call":
+            assert target is not None
+            reply = await self.session.run(
+                "Originate",
+                Channel=device,
+                Context=target["context"],
+                Exten=target["exten"],
+                Priority="1",
+                CallerID=f'"{_caller_name(checked.user)}" <{own}>',
+                Async="true",
+                Timeout=ORIGINATE_TIMEOUT,
+            )
+            return _said(reply, f"Your phone rings: pick it up to call {target['exten']}.")
+        if checked.action in ("transfer", "attended"):
+            assert target is not None
+            # The collector's calls first (no round trip when it shows none), then the PBX's word.
+            if not any(e["calls"] for e in checked.extensions.values() if e["exten"] == own):
+                raise Refused(409, "You have no call to transfer.")
+            mine = await self._own_channel(_devices(checked.extensions, own))
+            name = "BlindTransfer" if checked.action == "transfer" else "Atxfer"
+            reply = await self.session.run(
+                name, Channel=mine, Context=target["context"], Exten=target["exten"]
+            )
+            done = (
+                "Call transferred to" if checked.action == "transfer" else "Consulting before the transfer to"
+            )
+            return _said(reply, f"{done} {target['exten']}.")
+        if checked.action == "pickup":
+            assert target is not None
+            if target["state"] != "ringing":
+                raise Refused(409, f"Extension {target['exten']} is not ringing.")
+            return await self._originate_app(
+                device, "PickupChan", _devices(checked.extensions, target["exten"])[0], "Picking up"
+            )
+        if checked.action == "listen":
+            assert target is not None
+            if not target["calls"]:
+                raise Refused(409, f"Extension {target['exten']} is not on a call.")
+            spied = _devices(checked.extensions, target["exten"])[0]
+            return await self._originate_app(
+                device, "ChanSpy", f"{spied},qE", "Your phone rings: listening in"
+            )
+        if checked.action == "pause":
+            paused = str(checked.form.get("paused", "true")) != "false"
+            reason = clean_text(str(checked.form.get("reason", "")), MAX_REASON)
+            interfaces = _member_interfaces(checked.queues, checked.extensions, own)
+            if not interfaces:
+                raise Refused(409, "You are not a member of any queue.")
+            for interface in interfaces:  # without Queue: in every queue it serves
+                fields = {"Interface": interface, "Paused": "true" if paused else "false"}
+                if reason and paused:
+                    fields["Reason"] = reason
+                reply = await self.session.run("QueuePause", **fields)
+                _said(reply, "")
+            return "Paused in your queues." if paused else "Back in your queues."
+        state = str(checked.form.get("state", ""))
+        if state not in PRESENCES:
+            raise Refused(400, f"Choose a presence: {', '.join(PRESENCES)}.")
+        # The message is cleaned and its commas dropped: PRESENCE_STATE splits the value on them.
+        message = clean_text(str(checked.form.get("message", "")), MAX_REASON).replace(",", " ")
+        reply = await self.session.run(
+            "Setvar", Variable=f"PRESENCE_STATE(CustomPresence:{own})", Value=f"{state},,{message}"
+        )
+        return _said(reply, f"Your presence is now {state}.")
+
+    async def _originate_app(self, device: str, app: str, data: str, done: str) -> str:
+        reply = await self.session.run(
+            "Originate", Channel=device, Application=app, Data=data, Async="true", Timeout=ORIGINATE_TIMEOUT
+        )
+        return _said(reply, f"{done}.")
+
+    async def _own_channel(self, phones: list[str]) -> str:
+        """The actor's answered, bridged channel now, as the PBX lists it (CoreShowChannels);
+        Refused when there is none, or more than one (which call would be meant?)."""
+        devices = set(phones)
+        mine = [
+            item["Channel"]
+            for item in await self.session.items(LOOKUP[0])
+            if channel_device(item.get("Channel", "")) in devices
+            and item.get("ChannelStateDesc") == "Up"
+            and item.get("BridgeId")
+        ]
+        if not mine:
+            raise Refused(409, "You have no call to transfer.")
+        if len(mine) > 1:
+            raise Refused(409, "You are on more than one call: transfer it from your phone.")
+        return mine[0]
+
+
+def _devices(extensions: Mapping[str, ExtensionJSON], exten: str) -> list[str]:
+    """The phones of an extension: the hint's phone devices (PJSIP/101&Custom:DND101 has
+    PJSIP/101); a hint without one (Custom: lamps only) means the phone PJSIP/<exten>."""
+    for extension in extensions.values():
+        if extension["exten"] == exten:
+            devices = extension["hint"].split(",")[0].split("&")
+            phones = [d for d in devices if d.split("/")[0] in PHONE_TECHS]
+            if phones:
+                return phones
+    return [f"PJSIP/{exten}"]
+
+
+def _member_interfaces(
+    queues: Mapping[str, QueueJSON], extensions: Mapping[str, ExtensionJSON], exten: str
+) -> list[str]:
+    """The queue member interfaces (PJSIP/100, Local/100@from-queue/n) the collector mapped
+    to the extension `exten`, each once: never an interface from the form."""
+    keys = {key for key, extension in extensions.items() if extension["exten"] == exten}
+    found = (m["interface"] for q in queues.values() for m in q["members"] if m["extension"] in keys)
+    return list(dict.fromkeys(found))
+
+
+def _caller_name(user: User) -> str:
+    # Goes inside the quotes of a CallerID: no quotes, angle brackets or line breaks.
+    return re.sub(r'["<>\r\n]', "", clean_text(user.name, 40))
+
+
+def _said(reply: Frame, done: str) -> str:
+    if reply.get("Response") == "Success":
+        return done
+    text = reply.get("Message", "").strip()
+    raise Refused(502, PBX_WORDS.get(text, f"The PBX said: {clean_text(text, 80) or 'no'}."), "pbx-error")
