@@ -102,6 +102,7 @@ def _parser() -> argparse.ArgumentParser:
     simulate.add_argument("--secret", help="AMI secret (default: AMI_SECRET)")
     simulate.add_argument("--context", default="ext-local", help="dialplan context of the hints")
     simulate.add_argument("--names", metavar="FILE", help="CSV exten,name of caller IDs (default: generated)")
+    simulate.add_argument("--queues", action="store_true", help="the demo's queues even without --churn")
     simulate.set_defaults(command=simulate_command)
 
     serve = commands.add_parser(
@@ -193,6 +194,7 @@ async def simulate_command(settings: Settings, args: argparse.Namespace) -> int:
             churn=args.churn,
             context=args.context,
             names=names,
+            queues=args.queues,
         )
     except OSError as error:
         raise UsageError(f"cannot listen on {args.host}:{args.port}: {error.strerror or error}") from None

@@ -95,6 +95,23 @@ def test_a_tile_is_matched_to_the_latest_send_of_its_state() -> None:
     assert index.latest_before("101", "idle", 9.0) is None
 
 
+def test_a_paused_tile_shows_its_lamp_and_its_pause() -> None:
+    """--queue-rate: one tile carries two sends, the lamp's and the pause's; a tile that
+    is not paused shows the latest unpause (or nothing, before any)."""
+    index = report.SendIndex(sends((1.0, "100", "inuse"), (2.0, "100", "paused"), (3.0, "101", "unpaused")))
+    assert index.pauses == {1, 2}
+    paused = b'<article id="ext-100" class="tile state-inuse paused" title="x"> </article>'
+    plain = b'<article id="ext-101" class="tile state-idle" title="x"> </article>'
+    assert report.sse_message_sends([paused, plain], [2.5, 3.5], index) == [[0, 1], [2]]
+    assert drive.plan_pauses([str(n) for n in range(100, 104)], 5) == [
+        ("100", True),
+        ("101", True),
+        ("100", False),
+        ("101", False),
+        ("100", True),
+    ]
+
+
 def tile(exten: str, state: str, oob: bool = True) -> bytes:
     swap = ' hx-swap-oob="true"' if oob else ""
     return f'<article{swap} id="ext-{exten}" class="tile state-{state}" title="x"> </article>'.encode()
@@ -121,7 +138,7 @@ def test_sse_viewer_parses_chunked_messages_split_anywhere() -> None:
     viewer, shared = asyncio.run(feed())
     pieces = sorted(shared.pieces, key=shared.pieces.__getitem__)
     assert len(viewer.messages) == 3 and len(pieces) == 3
-    assert [report.TILE_RE.findall(piece) for piece in pieces] == [
+    assert [[found[:2] for found in report.TILE_RE.findall(piece)] for piece in pieces] == [
         [(b"100", b"idle"), (b"101", b"idle")],
         [(b"100", b"inuse")],
         [(b"101", b"inuse"), (b"100", b"idle")],

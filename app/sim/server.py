@@ -266,8 +266,10 @@ async def run_simulator(
     churn: float,
     context: str,
     names: Mapping[str, str] | None = None,
+    queues: bool = False,
 ) -> None:
-    """Serve a simulated PBX until cancelled (`blf-panel simulate`)."""
+    """Serve a simulated PBX until cancelled (`blf-panel simulate`); `queues`: the demo's
+    queues even without churn (the benchmark pauses their members itself)."""
     simulator = Simulator(
         extensions,
         host=host,
@@ -278,7 +280,7 @@ async def run_simulator(
         churn=churn,
         names=names,
     )
-    if churn > 0:  # churn sends callers through the demo's queues and pauses agents
+    if churn > 0 or queues:  # churn sends callers through the demo's queues and pauses agents
         demo_queues(simulator)
     async with simulator:
         await asyncio.Event().wait()

@@ -59,6 +59,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--scopes", type=int, default=0, help="spread the viewers over K scopes (signed embed links)"
     )
+    parser.add_argument(
+        "--queue-rate", type=float, default=0.0, help="queue member pauses a second besides the lamps"
+    )
     parser.add_argument("--json", type=Path, help="write the results here")
     parser.add_argument("--append", action="store_true", help="add to the runs already in --json")
     parser.add_argument("--plot", type=Path, help="draw p99 and server CPU against N (needs matplotlib)")
@@ -99,7 +102,7 @@ def specs_from(args: argparse.Namespace) -> list[RunSpec]:
         spec = RunSpec(
             mode, viewers, rate, workers, args.seconds, clients, args.extensions, args.poll_interval,
             args.pin, args.seed, args.profile, server_env(args.server_env), args.label, args.collector,
-            args.scopes,
+            args.scopes, args.queue_rate,
         )  # fmt: skip
         specs.append(spec)
     return specs

@@ -73,6 +73,33 @@ async def drive(driver: AmiClient, plan: Sequence[tuple[str, str]], rate: float)
     return sends, worst
 
 
+def plan_pauses(extensions: Sequence[str], count: int) -> list[tuple[str, bool]]:
+    """`--queue-rate`: the members of the demo's `support` queue (its first extensions, as
+    app.sim.churn.demo_queues makes it) paused and unpaused in turn, each after all others."""
+    members = list(extensions)[: max(1, min(8, len(extensions) // 2))]
+    return [(members[i % len(members)], (i // len(members)) % 2 == 0) for i in range(count)]
+
+
+async def drive_pauses(
+    driver: AmiClient, plan: Sequence[tuple[str, bool]], rate: float
+) -> tuple[list[Send], float]:
+    """QueuePause at `rate` a second on a fixed schedule; a tile shows the pause as its
+    `paused` class, so a send's state is "paused" or "unpaused"."""
+    start = time.monotonic() + 0.02
+    sends: list[Send] = []
+    worst = 0.0
+    for number, (exten, paused) in enumerate(plan):
+        delay = start + number / rate - time.monotonic()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        now = time.monotonic()
+        fields = {"Interface": f"PJSIP/{exten}", "Queue": "support", "Paused": "true" if paused else "false"}
+        driver.send("QueuePause", **fields, **({"Reason": "bench"} if paused else {}))
+        sends.append(Send(now, exten, "paused" if paused else "unpaused"))
+        worst = max(worst, now - (start + number / rate))
+    return sends, worst
+
+
 async def sessions_midway(driver: AmiClient, delay: float) -> int:
     """AMI sessions at the PBX halfway through the drive, less the driver's own."""
     await asyncio.sleep(delay)

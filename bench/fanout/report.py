@@ -20,7 +20,8 @@ if TYPE_CHECKING:  # what a run hands over; those modules import this one
     from bench.fanout.drive import Readings, Send
     from bench.fanout.run import Parts, RunSpec
 
-TILE_RE = re.compile(rb'id="ext-([^"@]+)" class="tile state-([a-z_]+)"')
+TILE_RE = re.compile(rb'id="ext-([^"@]+)" class="tile state-([a-z_]+)( paused)?"')
+PAUSE_STATES = ("paused", "unpaused")  # the sends of --queue-rate
 SNAPSHOT_VERSION_RE = re.compile(rb'"version":\s*(\d+)')
 CLIENT_CPU_LIMIT = 0.8  # a client process busier than this (of one core) makes the run invalid
 
@@ -74,6 +75,7 @@ class SendIndex:
 
     def __init__(self, sends: Sequence[Send]) -> None:
         self.times = [send.at for send in sends]
+        self.pauses = {number for number, send in enumerate(sends) if send.state in PAUSE_STATES}
         self._by_key: dict[tuple[str, str], tuple[list[float], list[int]]] = {}
         for number, send in enumerate(sends):
             times, numbers = self._by_key.setdefault((send.exten, send.state), ([], []))
@@ -96,7 +98,11 @@ def sse_message_sends(
     first viewer of this process got it."""
     result = []
     for piece, seen in zip(pieces, first_seen, strict=True):
-        found = (index.latest_before(e.decode(), s.decode(), seen) for e, s in TILE_RE.findall(piece))
+        found: list[int | None] = []
+        for exten, state, paused in TILE_RE.findall(piece):
+            found.append(index.latest_before(exten.decode(), state.decode(), seen))
+            if index.pauses:  # a tile shows its lamp and whether its agent is paused
+                found.append(index.latest_before(exten.decode(), PAUSE_STATES[not paused], seen))
         result.append([number for number in found if number is not None])
     return result
 
@@ -184,6 +190,20 @@ class Memory:
     peak_kb: dict[int, int]
 
 
+def pause_figures(reports: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """With --queue-rate: how fast a member's pause reaches the viewers, as the lamps'."""
+    if not any("pause_histogram" in report for report in reports):
+        return {}
+    pauses = Histogram()
+    for report in reports:
+        pauses.merge(report.get("pause_histogram") or Histogram().to_json())
+    return {
+        "pause_deliveries": pauses.count,
+        "pause_p50_ms": pauses.percentile_ms(50),
+        "pause_p99_ms": pauses.percentile_ms(99),
+    }
+
+
 def summarize(
     spec: RunSpec,
     parts: Parts,
@@ -238,6 +258,7 @@ def summarize(
         "seconds": round(span, 2),
         "changes": changes,
         "deliveries": histogram.count,
+        **pause_figures(reports),
         "viewers_connected": connected,
         "connect_s": round(connect_s, 1),
         "server_cpu_pct": round(100 * cpu(server_pids) / span, 1),

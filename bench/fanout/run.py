@@ -36,7 +36,9 @@ from bench.fanout.drive import (
     Readings,
     StoreWatcher,
     drive,
+    drive_pauses,
     plan_changes,
+    plan_pauses,
     save_sends,
     sessions_midway,
 )
@@ -64,6 +66,7 @@ class RunSpec:
     label: str | None = None
     collector: str = "serve"  # "process": `blf-panel collect` alone, web workers COLLECTOR=off
     scopes: int = 0  # >0: viewers spread over this many scopes (signed embed links), see `scope_tokens`
+    queue_rate: float = 0.0  # >0: queue members paused and unpaused this often a second as well
 
 
 @dataclass
@@ -96,7 +99,8 @@ async def start_parts(children: Children, spec: RunSpec) -> Parts:
     memcached = children.start("memcached", memcached_argv(memcached_port), cpu=server_cpu)
     simulator = children.start(
         "simulator",
-        app_cli("simulate", "--port", str(ami_port), "--extensions", spec.extensions),
+        app_cli("simulate", "--port", str(ami_port), "--extensions", spec.extensions)
+        + (["--queues"] if spec.queue_rate else []),
         env={"LOG_LEVEL": "WARNING"},
         cpu=server_cpu,
     )
@@ -225,7 +229,14 @@ async def run_one(spec: RunSpec, log_dir: Path, app_root: Path) -> dict[str, Any
         with profiling(spec, server_pids, spec.seconds):
             midway = sessions_midway(driver, spec.seconds / 2)
             sessions_task = asyncio.create_task(midway, name="ami-sessions-midway")
-            sends, lateness = await drive(driver, plan, spec.rate)
+            if spec.queue_rate:  # lamps and pauses side by side, one list of sends in time order
+                pauses = plan_pauses(extension_list(spec.extensions), int(spec.queue_rate * spec.seconds))
+                (sends, lateness), (paused, _) = await asyncio.gather(
+                    drive(driver, plan, spec.rate), drive_pauses(driver, pauses, spec.queue_rate)
+                )
+                sends = sorted([*sends, *paused], key=lambda send: send.at)
+            else:
+                sends, lateness = await drive(driver, plan, spec.rate)
             after = await Readings.take(watched, parts.memcached_port)
             after.memcached_ops -= watcher.ops - ops_before
             rss_end = rss_kb(server_pids)

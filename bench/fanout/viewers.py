@@ -236,9 +236,14 @@ def sse_report(viewers: Sequence[SseViewer], shared: Shared, sends: Sequence[Sen
     index = SendIndex(sends)
     pieces = sorted(shared.pieces, key=shared.pieces.__getitem__)
     sends_of = sse_message_sends(pieces, shared.first_seen, index)
-    return latency_report(
-        (first_deliveries(v.times, v.messages, sends_of, index.times) for v in viewers), len(index), shared
-    )
+    firsts = [first_deliveries(v.times, v.messages, sends_of, index.times) for v in viewers]
+    report = latency_report(firsts, len(index), shared)
+    if index.pauses:  # --queue-rate: the pauses' own latencies beside the whole
+        pauses = Histogram()
+        for first in firsts:
+            pauses.add_many(latency for number, latency in first.items() if number in index.pauses)
+        report["pause_histogram"] = pauses.to_json()
+    return report
 
 
 def poll_report(viewers: Sequence[PollViewer], shared: Shared, sends: Sequence[Send]) -> dict[str, Any]:
