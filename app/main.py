@@ -146,6 +146,7 @@ async def _render_view(request: Request, template: str, *, wallboard: bool = Fal
         "link_html": Markup(hub.renderer.link(hub.link, oob=False)),  # noqa: S704
         "events_url": f"events?{_view_query(view, request.query_params.get('token'))}since={hub.version}",
         "count": len(hub.keys_for(view)),
+        "total": len(hub.keys_for(View(scope=view.scope))),  # the header says "10 of 50"
         "groups": [(name, group_slug(name)) for name in hub.groups(view.scope)],
         "group": view.group,
         "query": view.query,

@@ -57,7 +57,8 @@ class View:
         if self.group and self.group not in slugs:
             return False
         if self.query:
-            return extension["exten"].startswith(self.query) or self.query in extension["name"].casefold()
+            # Digits anywhere in the number ("12" finds 112 and 212 as well as 120-129).
+            return self.query in extension["exten"] or self.query in extension["name"].casefold()
         return True
 
     def shows_queues(self) -> bool:

@@ -1,0 +1,64 @@
+"""Search and groups that explain themselves: digits anywhere in the number, a count that
+follows what is shown, and words when nothing is."""
+
+from __future__ import annotations
+
+import httpx
+
+from app.schema import ExtensionJSON
+from app.scope import ALL
+from app.view import View
+
+
+def ext(exten: str, name: str = "") -> ExtensionJSON:
+    return {  # type: ignore[typeddict-item]
+        "exten": exten, "context": "c", "hint": "", "status": 0, "state": "idle", "changed_at": 0.0,
+        "version": 1, "name": name, "groups": [], "presence": None, "calls": [], "tenant": "",
+    }  # fmt: skip
+
+
+def test_digits_match_anywhere_in_the_number() -> None:
+    view = View(query="12", scope=ALL)
+    found = [e for e in ("112", "212", "120", "129", "121", "310", "102") if view.holds(ext(e), frozenset())]
+    assert found == ["112", "212", "120", "129", "121"]
+    assert View(query="ann").holds(ext("300", "Anna Smith"), frozenset())
+
+
+async def test_the_page_says_what_it_shows(panel) -> None:
+    from app.sim import Simulator
+
+    async with Simulator([str(n) for n in range(100, 110)], port=0) as sim:
+        server = await (await panel(AMI_HOST="127.0.0.1", AMI_PORT=str(sim.port), MEMCACHED_URL="")).healthy()
+        async with httpx.AsyncClient(base_url=server.url) as client:
+            everything = (await client.get("/")).text
+            some = (await client.get("/", params={"q": "10"})).text
+            one = (await client.get("/", params={"q": "05"})).text
+            none = (await client.get("/", params={"q": "zzzzz"})).text
+            nope = (await client.get("/", params={"group": "nope"})).text
+    assert '<span class="count" id="count">10 extensions' in everything and "No colleague" not in everything
+    assert '<span class="count" id="count">10 of 10 extensions' not in some
+    assert '<span class="count" id="count">10 extensions' in some  # 100-109 all hold "10"
+    assert '<span class="count" id="count">1 of 10 extensions' in one and 'id="ext-105"' in one
+    assert '<span class="count" id="count">0 of 10 extensions' in none
+    assert "No colleague matches “zzzzz”." in none
+    assert "No group “nope” here" in nope
+
+
+async def test_typing_a_search_updates_the_tiles_and_the_count_in_chromium(panel, browser) -> None:
+    from playwright.async_api import expect
+
+    from app.sim import Simulator
+
+    async with Simulator([str(n) for n in range(100, 110)], port=0) as sim:
+        server = await (await panel(AMI_HOST="127.0.0.1", AMI_PORT=str(sim.port), MEMCACHED_URL="")).healthy()
+        context = await browser.new_context()
+        page = await context.new_page()
+        await page.goto(server.url + "/")
+        await expect(page.locator("article.tile")).to_have_count(10)
+        await page.locator("input[name=q]").fill("05")
+        await expect(page.locator("article.tile")).to_have_count(1)
+        await expect(page.locator("#count")).to_have_text("1 of 10 extensions")
+        await page.locator("input[name=q]").fill("zzzzz")
+        await expect(page.locator(".empty")).to_have_text("No colleague matches “zzzzz”.")
+        await expect(page.locator("#count")).to_have_text("0 of 10 extensions")
+        await context.close()
