@@ -24,7 +24,6 @@ from app.action_session import ActionSession, Frame, PbxUnreachable
 from app.auth.identify import peer_of
 from app.auth.users import User
 from app.calls import channel_device
-from app.directory import group_slug
 from app.schema import ExtensionJSON, QueueJSON, clean_text
 from app.settings import ACTION_NAMES, Settings
 from app.states import EXTEN_RE
@@ -190,15 +189,11 @@ class Actions:
     def _target(self, request: Request, exten: str) -> ExtensionJSON:
         if not EXTEN_RE.fullmatch(exten):
             raise Refused(400, "Choose a colleague's extension.")
-        scope = request.state.scope
-        for extension in request.app.state.hub.extensions.values():
-            if extension["exten"] == exten and (
-                scope.everything
-                or scope.holds(extension, frozenset(group_slug(g) for g in extension["groups"]))
-            ):
-                return extension
-        # Out of scope and unknown say the same: the answer tells nothing of what is hidden.
-        raise Refused(403, f"Extension {exten} is not on your panel.", "forbidden")
+        extension = request.app.state.hub.find(exten, request.state.scope)
+        if extension is None:
+            # Out of scope and unknown say the same: the answer tells nothing of what is hidden.
+            raise Refused(403, f"Extension {exten} is not on your panel.", "forbidden")
+        return extension
 
     # --- the actions ---
 

@@ -21,13 +21,7 @@ from typing import cast
 
 from app.directory import group_slug
 from app.metrics import Metrics
-from app.schema import (
-    ChangesJSON,
-    ExtensionJSON,
-    QueueJSON,
-    SnapshotJSON,
-    extension_order,
-)
+from app.schema import ChangesJSON, ExtensionJSON, QueueJSON, SnapshotJSON, extension_order
 from app.scope import ALL as EVERYTHING
 from app.scope import Scope
 from app.store import SnapshotStore, StoreError
@@ -185,6 +179,14 @@ class Hub:
 
     def _holds_scope(self, scope: Scope, key: str) -> bool:
         return scope.everything or scope.holds(self.extensions[key], self.slugs[key])
+
+    def find(self, exten: str, scope: Scope) -> ExtensionJSON | None:
+        """Extension `exten` as `scope` sees it: None when it is not there or out of scope
+        (the two look the same to the asker)."""
+        for key in self.by_exten.get(exten, ()):
+            if self._holds_scope(scope, key):
+                return self.extensions[key]
+        return None
 
     def whole_view(self, view: View) -> str:
         """Every tile of a view, for the page itself (not out-of-band). The full panel

@@ -161,3 +161,23 @@ async def publish_to_hub(store: SnapshotStore, hub: Any, snapshot: dict[str, Any
     async with asyncio.timeout(5):
         while hub.version < version:
             await hub.head.ready.wait()
+
+
+def extension_json(exten: str, state: str = "idle", **fields: Any) -> dict[str, Any]:
+    """One extension as the store contract has it (app.schema.ExtensionJSON), every field
+    present; `fields` override the defaults."""
+    return {
+        "exten": exten,
+        "context": "ext-local",
+        "hint": f"Custom:{exten}",
+        "status": 0,
+        "state": state,
+        "changed_at": 1000.0,
+        "version": 1,  # as the collector publishes it: the same until the state changes
+        "name": "",
+        "groups": [],
+        "presence": None,
+        "calls": [],
+        "tenant": "",
+        **fields,
+    }

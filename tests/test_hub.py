@@ -15,7 +15,7 @@ from app.store import MemoryStore, Publication
 from app.tasks import background
 from app.tiles import Renderer, pbx_link
 from app.view import ALL, View
-from tests.helpers import publish_to_hub, tile_ids_in
+from tests.helpers import extension_json, publish_to_hub, tile_ids_in
 
 
 class CountingRenderer(Renderer):
@@ -35,22 +35,7 @@ def snapshot(version: int, states: dict[str, str], connected: bool = True) -> di
         "version": version,
         "updated_at": 1000.0 + version,
         "pbx": {"connected": connected, "since": 1000.0},
-        "extensions": {
-            f"{exten}@ext-local": {
-                "exten": exten,
-                "context": "ext-local",
-                "hint": f"Custom:{exten}",
-                "status": 0,
-                "state": state,
-                "changed_at": 1000.0,
-                "version": 1,  # as the collector publishes it: the same until the state changes
-                "name": "",
-                "groups": [],
-                "presence": None,
-                "calls": [],
-            }
-            for exten, state in states.items()
-        },
+        "extensions": {f"{exten}@ext-local": extension_json(exten, state) for exten, state in states.items()},
     }
 
 

@@ -17,7 +17,7 @@ from app.store import MemoryStore
 from app.tasks import background
 from app.tiles import Renderer
 from app.view import View
-from tests.helpers import publish_to_hub, tile_ids_in
+from tests.helpers import extension_json, publish_to_hub, tile_ids_in
 
 FIRMS = {"100": "acme", "101": "acme", "102": "acme", "105": "beta", "106": "beta"}
 NAMES = {"100": "Anna Acme", "101": "Bob Acme", "102": "Cid Acme", "105": "Zelda Beta", "106": "Yuri Beta"}
@@ -26,20 +26,10 @@ ACME_NO_NUMBERS = parse_scope("firm=acme; numbers=off")
 
 
 def extension(exten: str, state: str = "idle", calls: list[dict[str, Any]] | None = None) -> dict[str, Any]:
-    return {
-        "exten": exten,
-        "context": "ext-local",
-        "hint": f"Custom:{exten}",
-        "status": 0,
-        "state": state,
-        "changed_at": 1000.0,
-        "version": 1,
-        "name": NAMES[exten],
-        "groups": ["Sales"],  # the same group name in both firms
-        "presence": None,
-        "calls": calls or [],
-        "tenant": FIRMS[exten],
-    }
+    # The same group name in both firms.
+    return extension_json(
+        exten, state, name=NAMES[exten], groups=["Sales"], calls=calls or [], tenant=FIRMS[exten]
+    )
 
 
 class Harness:

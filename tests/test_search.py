@@ -8,13 +8,11 @@ import httpx
 from app.schema import ExtensionJSON
 from app.scope import ALL
 from app.view import View
+from tests.helpers import extension_json
 
 
 def ext(exten: str, name: str = "") -> ExtensionJSON:
-    return {  # type: ignore[typeddict-item]
-        "exten": exten, "context": "c", "hint": "", "status": 0, "state": "idle", "changed_at": 0.0,
-        "version": 1, "name": name, "groups": [], "presence": None, "calls": [], "tenant": "",
-    }  # fmt: skip
+    return extension_json(exten, name=name)  # type: ignore[return-value]
 
 
 def test_digits_match_anywhere_in_the_number() -> None:
