@@ -5,6 +5,10 @@ closed after ACTION_IDLE_TIMEOUT without one. Do not break: it logs in as the ac
 Every web worker opens its own session to AMI_HOST, also on a host without the collector:
 relaying through the collector (memcached or a socket) would add a hop and a process to the
 100 ms budget of a click, and would give the collector write access it must not have.
+
+The demo PBX (AMI_HOST empty) is the simulator the panel starts itself, on a port it learns only
+then: `reach` points the session at it (runtime.running_collector). A process that does not run
+it (the demo's collector runs beside the workers with MEMCACHED_URL) has no PBX to act on.
 """
 
 from __future__ import annotations
@@ -51,7 +55,8 @@ def parse(raw: bytes) -> Frame:
 
 
 class ActionSession:
-    """One logged-in AMI connection, opened when `run` or `items` first needs it."""
+    """One logged-in AMI connection, opened when `run` or `items` first needs it. An empty
+    `host`: the demo PBX, until `reach` says where it listens."""
 
     def __init__(self, host: str, port: int, username: str, secret: str, idle_timeout: float) -> None:
         self.host, self.port = host, port
@@ -68,6 +73,13 @@ class ActionSession:
     @property
     def open(self) -> bool:
         return self._writer is not None
+
+    def reach(self, host: str, port: int, secret: str) -> None:
+        """Act on the PBX at `host`:`port` with `secret` from now on (the demo PBX, once
+        started); a session open to another one ends first."""
+        self.host, self.port, self.secret = host, port, secret
+        if self._reader_task is not None:
+            self._reader_task.cancel()
 
     async def run(self, name: str, **fields: str) -> Frame:
         """Send one action, return its reply (`Response: Success` or `Error`)."""
@@ -101,6 +113,11 @@ class ActionSession:
         async with self._opening:
             if self._writer is not None:
                 return self._writer
+            if not self.host:
+                raise PbxUnreachable(
+                    "the demo PBX does not run in this process: acting needs AMI_HOST set,"
+                    " or the demo without MEMCACHED_URL"
+                )
             try:
                 async with asyncio.timeout(CONNECT_TIMEOUT):
                     reader, writer = await asyncio.open_connection(self.host, self.port, limit=MAX_FRAME)

@@ -12,7 +12,7 @@ import logging
 import re
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from html import escape
 
 from starlette.datastructures import FormData
@@ -21,12 +21,15 @@ from starlette.responses import HTMLResponse, Response
 from starlette.routing import Route
 
 from app.action_session import ActionSession, Frame, PbxUnreachable
-from app.auth.identify import peer_of
+from app.auth.identify import peer_of, request_language
 from app.auth.users import User
 from app.calls import channel_device
+from app.i18n import N_, translations
+from app.look import TILE_ACTIONS
 from app.schema import ExtensionJSON, QueueJSON, clean_text
 from app.settings import ACTION_NAMES, Settings
 from app.states import EXTEN_RE
+from app.tiles import PRESENCE_LABELS
 
 log = logging.getLogger(__name__)
 audit = logging.getLogger("blf-panel.audit")
@@ -54,20 +57,45 @@ ORIGINATE_TIMEOUT = "30000"  # ms the actor's own phone may ring before Originat
 
 # The PBX's error texts (main/manager.c) as a person reads them.
 PBX_WORDS = {
-    "Channel specified does not exist": "The call ended before the PBX could act on it.",
-    "Transfer not permitted": "The PBX does not allow this transfer.",
-    "Transfer invalid": "The PBX cannot transfer this call.",
-    "Transfer failed": "The transfer failed.",
-    "Originate failed": "The PBX could not place the call.",
-    "Permission denied": "The panel's AMI user may not do this: see the README, Acting from the panel.",
-    "Interface not found": "You are not a member of any queue.",
+    "Channel specified does not exist": N_("The call ended before the PBX could act on it."),
+    "Transfer not permitted": N_("The PBX does not allow this transfer."),
+    "Transfer invalid": N_("The PBX cannot transfer this call."),
+    "Transfer failed": N_("The transfer failed."),
+    "Originate failed": N_("The PBX could not place the call."),
+    "Permission denied": N_("The panel's AMI user may not do this: see the README, Acting from the panel."),
+    "Interface not found": N_("You are not a member of any queue."),
 }
 
 
+@dataclass(frozen=True)
+class Said:
+    """A sentence for the actor: `message` English, marked N_ where written, filled with
+    `values` (a value that is itself Said is translated too). str() is the English of the
+    audit line (logs stay English); `in_(lang)` is what the actor reads on the tile."""
+
+    message: str
+    values: Mapping[str, object] = field(default_factory=dict)
+
+    def __str__(self) -> str:
+        return self.message % {name: str(v) if isinstance(v, Said) else v for name, v in self.values.items()}
+
+    def in_(self, lang: str) -> str:
+        values = {name: v.in_(lang) if isinstance(v, Said) else v for name, v in self.values.items()}
+        return translations(lang).gettext(self.message) % values
+
+
+def said(message: str, **values: object) -> Said:
+    return Said(message, values)
+
+
+NO_CALL = N_("You have no call to transfer.")
+
+
 class Refused(Exception):
-    def __init__(self, status: int, message: str, result: str = "refused") -> None:
-        super().__init__(message)
-        self.status, self.message, self.result = status, message, result
+    def __init__(self, status: int, message: str, result: str = "refused", **values: object) -> None:
+        self.said = Said(message, values)
+        super().__init__(str(self.said))
+        self.status, self.result = status, result
         self.target = ""  # the extension asked for, once the form is read (the audit line)
 
 
@@ -90,7 +118,7 @@ class Actions:
         self.settings = settings
         self.roles = dict(settings.action_roles)
         self.session = session or ActionSession(
-            settings.ami_host or "127.0.0.1",
+            settings.ami_host,  # empty: the demo PBX, reached once it runs (runtime.running_collector)
             settings.ami_port,
             settings.ami_action_username,
             settings.ami_action_secret,
@@ -98,10 +126,23 @@ class Actions:
         )
         self._recent: dict[str, collections.deque[float]] = {}
         # Said at start, not at the first click: ACTIONS=on that can never act.
-        if settings.auth_mode != "users":
-            log.warning("ACTIONS=on needs AUTH=users (a user's own extension): every action is refused")
-        if not settings.ami_action_secret:
+        if settings.auth_mode == "none" or (
+            settings.auth_mode == "proxy" and not settings.proxy_extension_header
+        ):
+            log.warning(
+                "ACTIONS=on needs a user's own extension (AUTH=users, or AUTH=proxy with "
+                "PROXY_EXTENSION_HEADER): every action is refused"
+            )
+        if not settings.ami_action_secret and not settings.demo:
             log.warning("ACTIONS=on without AMI_ACTION_SECRET: the PBX will refuse the action user")
+
+    def tile_controls(self, user: User | None) -> set[str]:
+        """The actions a user's tiles offer (app.look): those their role allows that act on
+        a colleague, when they have a phone of their own to act from; the server checks
+        every one again when it is asked."""
+        if user is None or not user.extension:
+            return set()
+        return set(self.roles.get(user.role, frozenset())) & set(TILE_ACTIONS)
 
     @property
     def routes(self) -> list[Route]:
@@ -121,10 +162,11 @@ class Actions:
             message = await self._do(checked)
             status, result = 200, "ok"
         except Refused as refused:
-            status, result, message = refused.status, refused.result, refused.message
+            status, result, message = refused.status, refused.result, refused.said
             target = refused.target
         except PbxUnreachable as error:
-            status, result, message = 502, "pbx-error", str(error)
+            status, result = 502, "pbx-error"
+            message = said(N_("Nothing was done: %(error)s."), error=str(error))
         audit.info(
             "user=%r role=%s action=%s target=%r result=%s from=%s: %s",
             user.name,
@@ -138,20 +180,21 @@ class Actions:
         metrics = getattr(request.app.state, "metrics", None)
         if metrics is not None:
             metrics.actions.labels(action, result).inc()
-        html = f'<p class="action-result action-{result}">{escape(message)}</p>'
+        words = message.in_(request_language(request.scope, self.settings.language))  # the actor's language
+        html = f'<p class="action-result action-{result}">{escape(words)}</p>'
         return HTMLResponse(html, status_code=status, headers={"Cache-Control": "no-store"})
 
     # --- the checks, in the order a refusal is cheapest ---
 
     async def _check(self, request: Request, action: str, user: User) -> Request_:
         if action == "unknown":
-            raise Refused(404, "There is no such action.")
+            raise Refused(404, N_("There is no such action."))
         if action not in self.roles.get(user.role, frozenset()):
-            raise Refused(403, f"Your role ({user.role}) may not {action} from the panel.", "forbidden")
+            message = N_("Your role (%(role)s) may not %(action)s from the panel.")
+            raise Refused(403, message, "forbidden", role=user.role, action=action)
         if not user.extension:
-            raise Refused(
-                403, "You have no extension of your own in the users file: no actions.", "forbidden"
-            )
+            message = N_("You have no extension of your own in the users file: no actions.")
+            raise Refused(403, message, "forbidden")
         form = await request.form(max_files=0, max_fields=8, max_part_size=1024)
         sent, expected = form.get("csrf"), request.session.get("csrf")
         if (
@@ -160,7 +203,7 @@ class Actions:
             or not hmac.compare_digest(sent, expected)
         ):
             raise Refused(
-                403, "The form has expired or did not come from this panel: reload the page.", "csrf"
+                403, N_("The form has expired or did not come from this panel: reload the page."), "csrf"
             )
         target = None
         asked = clean_text(str(form.get("target", "")), 20)
@@ -169,7 +212,7 @@ class Actions:
             if action not in ("pause", "presence"):
                 target = self._target(request, asked)
                 if target["exten"] == user.extension:
-                    raise Refused(400, "That is your own extension.")
+                    raise Refused(400, N_("That is your own extension."))
         except Refused as refused:
             refused.target = asked
             raise
@@ -183,21 +226,21 @@ class Actions:
             recent.popleft()
         if len(recent) >= self.settings.action_rate:
             wait = round(RATE_WINDOW - (now - recent[0])) + 1
-            raise Refused(429, f"Too many actions: wait {wait} s.", "rate-limited")
+            raise Refused(429, N_("Too many actions: wait %(seconds)d s."), "rate-limited", seconds=wait)
         recent.append(now)
 
     def _target(self, request: Request, exten: str) -> ExtensionJSON:
         if not EXTEN_RE.fullmatch(exten):
-            raise Refused(400, "Choose a colleague's extension.")
+            raise Refused(400, N_("Choose a colleague's extension."))
         extension = request.app.state.hub.find(exten, request.state.scope)
         if extension is None:
             # Out of scope and unknown say the same: the answer tells nothing of what is hidden.
-            raise Refused(403, f"Extension {exten} is not on your panel.", "forbidden")
+            raise Refused(403, N_("Extension %(exten)s is not on your panel."), "forbidden", exten=exten)
         return extension
 
     # --- the actions ---
 
-    async def _do(self, checked: Request_) -> str:
+    async def _do(self, checked: Request_) -> Said:
         own = checked.user.extension
         assert own is not None
         target = checked.target
@@ -214,64 +257,67 @@ class Actions:
                 Async="true",
                 Timeout=ORIGINATE_TIMEOUT,
             )
-            return _said(reply, f"Your phone rings: pick it up to call {target['exten']}.")
+            return _said(
+                reply, said(N_("Your phone rings: pick it up to call %(exten)s."), exten=target["exten"])
+            )
         if checked.action in ("transfer", "attended"):
             assert target is not None
             # The collector's calls first (no round trip when it shows none), then the PBX's word.
             if not any(e["calls"] for e in checked.extensions.values() if e["exten"] == own):
-                raise Refused(409, "You have no call to transfer.")
+                raise Refused(409, NO_CALL)
             mine = await self._own_channel(_devices(checked.extensions, own))
             name = "BlindTransfer" if checked.action == "transfer" else "Atxfer"
             reply = await self.session.run(
                 name, Channel=mine, Context=target["context"], Exten=target["exten"]
             )
             done = (
-                "Call transferred to" if checked.action == "transfer" else "Consulting before the transfer to"
+                N_("Call transferred to %(exten)s.")
+                if checked.action == "transfer"
+                else N_("Consulting before the transfer to %(exten)s.")
             )
-            return _said(reply, f"{done} {target['exten']}.")
+            return _said(reply, said(done, exten=target["exten"]))
         if checked.action == "pickup":
             assert target is not None
             if target["state"] != "ringing":
-                raise Refused(409, f"Extension {target['exten']} is not ringing.")
-            return await self._originate_app(
-                device, "PickupChan", _devices(checked.extensions, target["exten"])[0], "Picking up"
-            )
+                raise Refused(409, N_("Extension %(exten)s is not ringing."), exten=target["exten"])
+            ringing = _devices(checked.extensions, target["exten"])[0]
+            return await self._originate_app(device, "PickupChan", ringing, said(N_("Picking up.")))
         if checked.action == "listen":
             assert target is not None
             if not target["calls"]:
-                raise Refused(409, f"Extension {target['exten']} is not on a call.")
+                raise Refused(409, N_("Extension %(exten)s is not on a call."), exten=target["exten"])
             spied = _devices(checked.extensions, target["exten"])[0]
-            return await self._originate_app(
-                device, "ChanSpy", f"{spied},qE", "Your phone rings: listening in"
-            )
+            listening = said(N_("Your phone rings: listening in."))
+            return await self._originate_app(device, "ChanSpy", f"{spied},qE", listening)
         if checked.action == "pause":
             paused = str(checked.form.get("paused", "true")) != "false"
             reason = clean_text(str(checked.form.get("reason", "")), MAX_REASON)
             interfaces = _member_interfaces(checked.queues, checked.extensions, own)
             if not interfaces:
-                raise Refused(409, "You are not a member of any queue.")
+                raise Refused(409, PBX_WORDS["Interface not found"])
+            done = said(N_("Paused in your queues.") if paused else N_("Back in your queues."))
             for interface in interfaces:  # without Queue: in every queue it serves
                 fields = {"Interface": interface, "Paused": "true" if paused else "false"}
                 if reason and paused:
                     fields["Reason"] = reason
-                reply = await self.session.run("QueuePause", **fields)
-                _said(reply, "")
-            return "Paused in your queues." if paused else "Back in your queues."
+                _said(await self.session.run("QueuePause", **fields), done)
+            return done
         state = str(checked.form.get("state", ""))
         if state not in PRESENCES:
-            raise Refused(400, f"Choose a presence: {', '.join(PRESENCES)}.")
+            raise Refused(400, N_("Choose a presence: %(choices)s."), choices=", ".join(PRESENCES))
         # The message is cleaned and its commas dropped: PRESENCE_STATE splits the value on them.
         message = clean_text(str(checked.form.get("message", "")), MAX_REASON).replace(",", " ")
         reply = await self.session.run(
             "Setvar", Variable=f"PRESENCE_STATE(CustomPresence:{own})", Value=f"{state},,{message}"
         )
-        return _said(reply, f"Your presence is now {state}.")
+        presence = said(PRESENCE_LABELS[state])
+        return _said(reply, said(N_("Your presence is now: %(presence)s."), presence=presence))
 
-    async def _originate_app(self, device: str, app: str, data: str, done: str) -> str:
+    async def _originate_app(self, device: str, app: str, data: str, done: Said) -> Said:
         reply = await self.session.run(
             "Originate", Channel=device, Application=app, Data=data, Async="true", Timeout=ORIGINATE_TIMEOUT
         )
-        return _said(reply, f"{done}.")
+        return _said(reply, done)
 
     async def _own_channel(self, phones: list[str]) -> str:
         """The actor's answered, bridged channel now, as the PBX lists it (CoreShowChannels);
@@ -285,9 +331,9 @@ class Actions:
             and item.get("BridgeId")
         ]
         if not mine:
-            raise Refused(409, "You have no call to transfer.")
+            raise Refused(409, NO_CALL)
         if len(mine) > 1:
-            raise Refused(409, "You are on more than one call: transfer it from your phone.")
+            raise Refused(409, N_("You are on more than one call: transfer it from your phone."))
         return mine[0]
 
 
@@ -318,8 +364,13 @@ def _caller_name(user: User) -> str:
     return re.sub(r'["<>\r\n]', "", clean_text(user.name, 40))
 
 
-def _said(reply: Frame, done: str) -> str:
+def _said(reply: Frame, done: Said) -> Said:
+    """`done` when the PBX did it; else Refused, with the PBX's reason in words."""
     if reply.get("Response") == "Success":
         return done
     text = reply.get("Message", "").strip()
-    raise Refused(502, PBX_WORDS.get(text, f"The PBX said: {clean_text(text, 80) or 'no'}."), "pbx-error")
+    if text in PBX_WORDS:
+        raise Refused(502, PBX_WORDS[text], "pbx-error")
+    if said_text := clean_text(text, 80):
+        raise Refused(502, N_("The PBX said: %(text)s."), "pbx-error", text=said_text)
+    raise Refused(502, N_("The PBX said: no."), "pbx-error")

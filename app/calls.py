@@ -21,11 +21,14 @@ Pure: no I/O, no asyncio. Rules read off real Asterisk 22 transcripts
   while Asterisk marks the device hearing music (101) ONHOLD. Both tiles say "hold":
   a channel is on hold when it, or the far end of its two-party bridge, is holding.
   (Conference bridges with more members do not spread hold or names.)
-* Since: when the channel was created, reset when it is answered. Hangup removes it.
+* Since: when the channel was created, reset when it is answered. Hangup removes it. A
+  channel first seen already answered (its start missed) has an unknown start (0).
 * Rebuild (CoreShowChannels, or Status items): `since` = now - Duration (or Seconds),
-  i.e. the channel's age. Direction: Application `AppDial` (a dialed leg) -> "in",
-  `Dial` -> "out", state Ring -> "out", Ringing/Down -> "in", then Linkedid != Uniqueid
-  -> "in", else "out". An answered Originate then looks "out": the lists cannot tell.
+  i.e. the channel's age (its start, ringing included: the lists do not say when it was
+  answered); unknown (0) without a readable Duration, never the time of the list.
+  Direction: Application `AppDial` (a dialed leg) -> "in", `Dial` -> "out", state Ring
+  -> "out", Ringing/Down -> "in", then Linkedid != Uniqueid -> "in", else "out". An
+  answered Originate then looks "out": the lists cannot tell.
   Hold is not in those lists: a held call shows "up" until its next Hold/Unhold.
 
 Names and numbers come from strangers: control and bidi characters are stripped and
@@ -40,6 +43,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from app.schema import MAX_NAME, MAX_NUMBER, CallJSON, clean_text
+from app.states import UNKNOWN_START
 
 MAX_CHANNEL = 256
 MAX_DURATION = 10 * 366 * 86400  # a longer one is a lie; ignore it
@@ -250,7 +254,8 @@ class CallTracker:
             if not uid or not _valid_name(name) or uid in self._channels:
                 continue
             age = _duration(item)
-            channel = self._take(item, _listed_direction(item), now - age if age is not None else now)
+            start = now - age if age is not None else UNKNOWN_START
+            channel = self._take(item, _listed_direction(item), start, listed=True)
             if channel is None:
                 continue
             self._enter(channel, _text(item, "BridgeId") or _text(item, "BridgeID"))
@@ -266,10 +271,17 @@ class CallTracker:
     # --- channels ---
 
     def _take(
-        self, event: Mapping[str, object], direction: str, now: float, prefix: str = ""
+        self,
+        event: Mapping[str, object],
+        direction: str,
+        now: float,
+        prefix: str = "",
+        *,
+        listed: bool = False,
     ) -> _Channel | None:
         """Create or refresh a channel from the snapshot an event carries (`prefix`
-        "Dest" reads the dialed side of a DialBegin)."""
+        "Dest" reads the dialed side of a DialBegin) at `now`; a `listed` one (rebuild)
+        began at `now`, an event's channel first seen answered at an unknown time."""
         uid = _text(event, prefix + "Uniqueid")
         name = _text(event, prefix + "Channel")
         if not _valid_name(uid) or not _valid_name(name):
@@ -279,8 +291,9 @@ class CallTracker:
         if channel is None:
             if not direction:
                 direction = _first_direction(state, uid, _text(event, prefix + "Linkedid"))
+            start = now if listed or state != "Up" else UNKNOWN_START
             channel = _Channel(
-                uid=uid, name=name, device=channel_device(name), direction=direction, created=now
+                uid=uid, name=name, device=channel_device(name), direction=direction, created=start
             )
             self._channels[uid] = channel
             self._by_name[name] = uid

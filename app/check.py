@@ -31,6 +31,7 @@ from app.capabilities import (
     events_not_asked,
     list_changes,
 )
+from app.i18n import N_, _, ngettext
 from app.runtime import ami_target
 from app.settings import Settings
 from app.store.aiomcache_repairs import SafeClient
@@ -43,6 +44,12 @@ log = logging.getLogger(__name__)
 # the milliseconds an idle PBX takes; it is waited for only when such an event is missing.
 GRACE = 2.0
 SCRATCH_TTL = 60  # seconds: a scratch key a killed check leaves behind expires by itself
+
+
+# What the status column says, translated where the table is drawn (the statuses themselves
+# are compared): capabilities.OK, MISSING, NOT_SEEN and the two of this module.
+OPTIONAL_MISSING, NOT_USED = N_("missing (optional)"), N_("not used")
+STATUS_WORDS = (N_("ok"), N_("missing"), N_("not seen"), OPTIONAL_MISSING, NOT_USED)
 
 
 class CheckFailed(Exception):
@@ -76,15 +83,24 @@ async def check_pbx(target: AmiTarget, wait: float, grace: float = GRACE) -> lis
             await session.open(timeout=max(target.ping_timeout, 5.0))
         except LoginRefused as error:
             raise CheckFailed(
-                f"AMI login refused for user {target.username!r} at {target.address} ({error}): "
-                "check AMI_USERNAME and AMI_SECRET, and the user's permit/deny lines in manager.conf"
+                _(
+                    "AMI login refused for user %(user)r at %(address)s (%(error)s): check AMI_USERNAME "
+                    "and AMI_SECRET, and the user's permit/deny lines in manager.conf"
+                )
+                % {"user": target.username, "address": target.address, "error": error}
             ) from None
         except (OSError, TimeoutError, LinkLost) as error:
-            raise CheckFailed(f"cannot reach the PBX at {target.address}: {link_error(error)}") from None
+            raise CheckFailed(
+                _("cannot reach the PBX at %(address)s: %(error)s")
+                % {"address": target.address, "error": link_error(error)}
+            ) from None
         try:
             return await _probe(session, target.username, wait, grace)
         except (OSError, TimeoutError, LinkLost) as error:
-            raise CheckFailed(f"the PBX at {target.address} stopped answering: {link_error(error)}") from None
+            raise CheckFailed(
+                _("the PBX at %(address)s stopped answering: %(error)s")
+                % {"address": target.address, "error": link_error(error)}
+            ) from None
     finally:
         session.close()
 
@@ -173,7 +189,7 @@ async def _try(session: AmiSession, action: str, exten: str) -> tuple[Any, list[
 async def check_memcached(settings: Settings) -> Row:
     """A scratch key under STORE_PREFIX written, read back and deleted; and the version key."""
     if not settings.memcached_url:
-        return Row("memcached", "not used", why="MEMCACHED_URL is empty: the states stay in one process")
+        return Row("memcached", NOT_USED, why=_("MEMCACHED_URL is empty: the states stay in one process"))
     host, port = parse_memcached_url(settings.memcached_url)
     key = f"{settings.store_prefix}check:{secrets.token_hex(4)}".encode()
     value = secrets.token_hex(8).encode()
@@ -189,9 +205,11 @@ async def check_memcached(settings: Settings) -> Row:
         return Row(
             "memcached",
             MISSING,
-            "every state: without the store no viewer sees anything",
-            f"start memcached at {host}:{port}, or correct MEMCACHED_URL",
-            why=f"memcached at {host}:{port}: {reason}",
+            _("every state: without the store no viewer sees anything"),
+            _("start memcached at %(host)s:%(port)s, or correct MEMCACHED_URL")
+            % {"host": host, "port": port},
+            why=_("memcached at %(host)s:%(port)s: %(reason)s")
+            % {"host": host, "port": port, "reason": reason},
             failing=True,
         )
     finally:
@@ -200,12 +218,15 @@ async def check_memcached(settings: Settings) -> Row:
         return Row(
             "memcached",
             MISSING,
-            "every state: what the collector writes cannot be read back",
-            "give memcached more memory (-m) or check what else writes there",
-            why=f"memcached at {host}:{port} did not keep a scratch key",
+            _("every state: what the collector writes cannot be read back"),
+            _("give memcached more memory (-m) or check what else writes there"),
+            why=_("memcached at %(host)s:%(port)s did not keep a scratch key") % {"host": host, "port": port},
             failing=True,
         )
-    published = f"version {int(version)}" if version and version.isdigit() else "nothing published yet"
+    if version and version.isdigit():
+        published = _("version %(version)d") % {"version": int(version)}
+    else:
+        published = _("nothing published yet")
     return Row("memcached", OK, why=f"{host}:{port}, {settings.store_prefix!r}: {published}")
 
 
@@ -213,7 +234,7 @@ def _row(finding: Finding) -> Row:
     capability = finding.capability
     status = finding.status
     if status == MISSING and not capability.needed:
-        status = "missing (optional)"
+        status = OPTIONAL_MISSING
     if finding.status == OK:
         return Row(capability.name, status, why=finding.why)
     return Row(capability.name, status, capability.lost, finding.fix, finding.why, finding.failing)
@@ -221,8 +242,8 @@ def _row(finding: Finding) -> Row:
 
 def render(rows: list[Row]) -> str:
     """The table, then why for each row that is not plain ok, then one verdict line."""
-    table = [("capability", "status", "what is lost", "fix")]
-    table += [(row.name, row.status, row.lost, row.fix) for row in rows]
+    table = [(_("capability"), _("status"), _("what is lost"), _("fix"))]
+    table += [(row.name, _(row.status), row.lost, row.fix) for row in rows]
     widths = [max(len(line[i]) for line in table) for i in range(3)]
     lines = [
         "  ".join(cell.ljust(widths[i]) if i < 3 else cell for i, cell in enumerate(line)).rstrip()
@@ -232,12 +253,19 @@ def render(rows: list[Row]) -> str:
     failing = sum(row.failing for row in rows)
     unseen = sum(row.status == NOT_SEEN for row in rows)
     if failing:
-        verdict = f"{failing} thing(s) the panel needs are missing: see the fix column"
+        verdict = ngettext(
+            "%(count)d thing the panel needs is missing: see the fix column",
+            "%(count)d things the panel needs are missing: see the fix column",
+            failing,
+        ) % {"count": failing}
     else:
-        verdict = "everything the panel needs works"
+        verdict = _("everything the panel needs works")
     if unseen:
-        verdict += (
-            f"; {unseen} kind(s) of event not seen: nothing changed on the PBX meanwhile "
-            "(run again with --wait 60 and make a call, change a lamp and a presence)"
-        )
+        verdict += "; " + ngettext(
+            "%(count)d kind of event not seen: nothing changed on the PBX meanwhile "
+            "(run again with --wait 60 and make a call, change a lamp and a presence)",
+            "%(count)d kinds of event not seen: nothing changed on the PBX meanwhile "
+            "(run again with --wait 60 and make a call, change a lamp and a presence)",
+            unseen,
+        ) % {"count": unseen}
     return "\n".join([*lines, "", *notes, "", verdict]) + "\n"

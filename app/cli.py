@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import importlib.metadata
 import inspect
 import ipaddress
 import logging
@@ -17,11 +16,13 @@ import os
 import signal
 import sys
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, NoReturn, TextIO
+from typing import Any, TextIO
 
+from app.cli_args import build_parser, speak_argparse
+from app.i18n import _, cli_translations, install_cli, ngettext
 from app.metrics import Metrics, multiprocess_dir, serve_metrics
 from app.runtime import lead_or_follow, lease_owner, running_collector, store_from
-from app.settings import Settings, SettingsError, load_settings, parse_extension_range
+from app.settings import Settings, SettingsError, load_settings, parse_extension_range, raw_values
 from app.store import MemoryStore, StoreUnavailable
 from app.supervisor import CollectorProcess
 from app.watch import TableView, wait_for_link
@@ -34,12 +35,14 @@ class UsageError(Exception):
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = _parser()
+    install_cli(cli_translations(raw_values()))  # the language of everything below, help included
+    speak_argparse()
+    parser = build_parser(COMMANDS)
     args = parser.parse_args(argv)  # a mistake: the usage of the command and one line, exit 2
     try:
         settings = load_settings()
     except SettingsError as error:
-        print(f"blf-panel: bad setting {error}", file=sys.stderr)
+        print(_("blf-panel: bad setting %(error)s") % {"error": error}, file=sys.stderr)
         return 2
     logging.basicConfig(
         level=settings.log_level,
@@ -53,102 +56,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UsageError as error:
         print(f"blf-panel: {error}", file=sys.stderr)
         return 2
-
-
-class _Parser(argparse.ArgumentParser):
-    """argparse, with a mistake shown against the command it was made in: that command's
-    usage on one line, then one line saying what is wrong (exit 2)."""
-
-    commands: argparse._SubParsersAction[_Parser] | None = None
-
-    def add_subparsers(self, **kwargs: Any) -> argparse._SubParsersAction[_Parser]:
-        self.commands = super().add_subparsers(**kwargs)
-        return self.commands
-
-    def parse_args(self, args: Sequence[str] | None = None, namespace: Any = None) -> Any:
-        parsed, unknown = self.parse_known_args(args, namespace)
-        if unknown:
-            # argparse hands a command's unknown options (`serve --prot`) up to the top-level
-            # parser, which would show its own usage: show the command's instead.
-            commands = self.commands
-            chosen = commands.choices.get(getattr(parsed, commands.dest, "")) if commands else None
-            (chosen or self).error(f"unrecognized arguments: {' '.join(unknown)}")
-        return parsed
-
-    def error(self, message: str) -> NoReturn:
-        usage = " ".join(self.format_usage().split())  # one line, whatever the terminal width
-        self.exit(2, f"{usage}\n{self.prog}: error: {message}\n")
-
-
-def _version() -> str:
-    """The installed package's version (`blf-panel --version`)."""
-    try:
-        return importlib.metadata.version("blf-panel")
-    except importlib.metadata.PackageNotFoundError:  # a source tree never installed
-        return "(not installed)"
-
-
-def _parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="blf-panel", description=__doc__.splitlines()[0])
-    parser.add_argument("--version", action="version", version=f"blf-panel {_version()}")
-    commands = parser.add_subparsers(required=True, metavar="COMMAND", dest="subcommand")
-
-    simulate = commands.add_parser("simulate", help="run an AMI server that plays an Asterisk PBX")
-    simulate.add_argument("--host", default="127.0.0.1")
-    simulate.add_argument("--port", type=_port_arg, default=5038)
-    simulate.add_argument("--extensions", default="100-149", help="e.g. 100-149,200")
-    simulate.add_argument("--churn", type=float, default=0.0, help="random state changes per second")
-    simulate.add_argument("--username", help="AMI user (default: AMI_USERNAME)")
-    simulate.add_argument("--secret", help="AMI secret (default: AMI_SECRET)")
-    simulate.add_argument("--context", default="ext-local", help="dialplan context of the hints")
-    simulate.add_argument("--names", metavar="FILE", help="CSV exten,name of caller IDs (default: generated)")
-    simulate.add_argument("--queues", action="store_true", help="the demo's queues even without --churn")
-    simulate.set_defaults(command=simulate_command)
-
-    serve = commands.add_parser(
-        "serve", help="the web panel (uvicorn), with the collector unless COLLECTOR=off"
-    )
-    serve.add_argument("--host", help="listen address (default: HOST)")
-    serve.add_argument("--port", type=_port_arg, help="listen port (default: PORT)")
-    serve.add_argument("--workers", type=int, help="worker processes (default: WORKERS)")
-    serve.add_argument("--root-path", help="path prefix behind a proxy (default: ROOT_PATH)")
-    serve.set_defaults(command=serve_command)
-
-    collect = commands.add_parser("collect", help="the collector alone: PBX to store, until stopped")
-    collect.set_defaults(command=collect_command)
-
-    watch = commands.add_parser("watch", help="print every extension and follow changes")
-    watch.add_argument("--once", action="store_true", help="print the table once and exit")
-    watch.add_argument("--json", action="store_true", help="JSON instead of a table")
-
-    check = commands.add_parser("check", help="before going live: what the PBX and memcached give the panel")
-    check.add_argument("--wait", type=float, default=10.0, help="seconds to wait for events (default 10)")
-    check.set_defaults(command=check_command)
-    watch.set_defaults(command=watch_command)
-
-    user = commands.add_parser("user", help="edit USERS_FILE: add, passwd, remove a user (AUTH=users)")
-    user.add_argument("action", choices=("add", "passwd", "remove"))
-    user.add_argument("name", help="the user's sign-in name (letters, digits and ._@+-)")
-    user.add_argument("--role", choices=("viewer", "supervisor", "admin"), help="add: default viewer")
-    user.add_argument("--scope", help="what the user sees, e.g. 'firm=acme; group=sales' (add: default *)")
-    user.add_argument("--ext", help="the user's own extension (optional)")
-    user.set_defaults(command=user_command)
-
-    embed_url = commands.add_parser("embed-url", help="print a signed embed link (EMBED_SECRET) for testing")
-    embed_url.add_argument("--ext", default="", help="extensions, e.g. 101,102")
-    embed_url.add_argument("--group", default="", help="groups, e.g. sales,support")
-    embed_url.add_argument("--firm", default="", help="firms, e.g. acme")
-    embed_url.add_argument("--numbers", choices=("on", "off"), default="on", help="outside callers' numbers")
-    embed_url.add_argument("--ttl", default="8h", help="lifetime: 90s, 30m, 8h, 7d (default 8h, at most 30d)")
-    embed_url.add_argument("--base", help="the panel's URL (default: http://HOST:PORT/ROOT_PATH)")
-    embed_url.set_defaults(command=embed_url_command)
-    return parser
-
-
-def _port_arg(value: str) -> int:
-    if not value.isdigit() or not 0 <= int(value) <= 65535:
-        raise argparse.ArgumentTypeError(f"{value!r} is not a TCP port")
-    return int(value)
 
 
 def _run_until_signal(start: Callable[[], Awaitable[int]]) -> int:
@@ -179,7 +86,7 @@ async def simulate_command(settings: Settings, args: argparse.Namespace) -> int:
     except ValueError as error:
         raise UsageError(f"--extensions: {error}") from None
     if args.churn < 0:
-        raise UsageError("--churn must be 0 or more")
+        raise UsageError(_("--churn must be 0 or more"))
     try:
         names = load_names(args.names) if args.names else None
     except (OSError, ValueError) as error:
@@ -197,7 +104,10 @@ async def simulate_command(settings: Settings, args: argparse.Namespace) -> int:
             queues=args.queues,
         )
     except OSError as error:
-        raise UsageError(f"cannot listen on {args.host}:{args.port}: {error.strerror or error}") from None
+        raise UsageError(
+            _("cannot listen on %(host)s:%(port)s: %(error)s")
+            % {"host": args.host, "port": args.port, "error": error.strerror or error}
+        ) from None
     return 0
 
 
@@ -212,16 +122,29 @@ def serve_command(settings: Settings, args: argparse.Namespace) -> int:
     workers = args.workers or settings.workers
     root_path = settings.root_path if args.root_path is None else args.root_path
     if workers < 1:
-        raise UsageError("--workers must be 1 or more")
+        raise UsageError(_("--workers must be 1 or more"))
     if workers > 1 and not settings.memcached_url:
         raise UsageError(
-            f"--workers {workers} needs MEMCACHED_URL: worker processes share the states "
-            "through memcached (the in-process store cannot be shared)"
+            _(
+                "--workers %(workers)d needs MEMCACHED_URL: worker processes share the states "
+                "through memcached (the in-process store cannot be shared)"
+            )
+            % {"workers": workers}
         )
     http_options = _door_of_serve(settings, host)
-    where = "the demo PBX (built-in simulator)" if settings.demo else f"the PBX at {settings.ami_host}"
     shown_host = "127.0.0.1" if host in ("0.0.0.0", "::") else f"[{host}]" if ":" in host else host
-    print(f"blf-panel: panel at http://{shown_host}:{port}{root_path}/ showing {where}", flush=True)
+    url = f"http://{shown_host}:{port}{root_path}/"
+    if settings.demo:
+        print(
+            _("blf-panel: panel at %(url)s showing the demo PBX (built-in simulator)") % {"url": url},
+            flush=True,
+        )
+    else:
+        shown = _("blf-panel: panel at %(url)s showing the PBX at %(pbx)s") % {
+            "url": url,
+            "pbx": settings.ami_host,
+        }
+        print(shown, flush=True)
     # uvicorn raises the SIGTERM it caught again once it has shut down; left at its default,
     # that kills this process before the collector process below is stopped. Like Ctrl-C, it
     # now just ends uvicorn.run, and serve exits 0.
@@ -279,8 +202,12 @@ def _door_of_serve(settings: Settings, host: str) -> dict[str, Any]:
         return {}
     if not settings.auth:
         raise UsageError(
-            f"serve on {host} would open the panel to the network without sign-in: set AUTH=users "
-            "or AUTH=proxy (README: Who may see what), or AUTH=none to let everyone who reaches it see it all"
+            _(
+                "serve on %(host)s would open the panel to the network without sign-in: set AUTH=users "
+                "or AUTH=proxy (README: Who may see what), or AUTH=none to let everyone who reaches it "
+                "see it all"
+            )
+            % {"host": host}
         )
     if settings.auth == "none":
         log.warning(
@@ -303,12 +230,14 @@ def user_command(settings: Settings, args: argparse.Namespace) -> int:
     from app.states import EXTEN_RE
 
     if not settings.users_file:
-        raise UsageError("user needs USERS_FILE: the file the users are kept in")
+        raise UsageError(_("user needs USERS_FILE: the file the users are kept in"))
     path = Path(settings.users_file)
     if not NAME_RE.fullmatch(args.name):
-        raise UsageError(f"{args.name[:40]!r} is not a user name (letters, digits and ._@+-, up to 64)")
+        raise UsageError(
+            _("%(name)r is not a user name (letters, digits and ._@+-, up to 64)") % {"name": args.name[:40]}
+        )
     if args.ext and not EXTEN_RE.fullmatch(args.ext):
-        raise UsageError(f"--ext {args.ext[:20]!r} is not an extension")
+        raise UsageError(_("--ext %(ext)r is not an extension") % {"ext": args.ext[:20]})
     try:
         if args.scope is not None:
             parse_scope(args.scope)
@@ -320,14 +249,16 @@ def user_command(settings: Settings, args: argparse.Namespace) -> int:
             )
             edit_users(path, args.name, line, must_exist=False)
         else:  # passwd: a new password; role, scope and extension as they were unless given
-            name, _, role, scope, ext = user_fields(path, args.name)
+            name, _hash, role, scope, ext = user_fields(path, args.name)
             line = format_line(
                 name, hash_password(_read_password()), args.role or role, args.scope or scope, args.ext or ext
             )
             edit_users(path, args.name, line, must_exist=True)
     except (LookupError, ScopeError, OSError) as error:
         raise UsageError(f"user {args.action}: {error}") from None
-    print(f"blf-panel: user {args.name}: {'removed' if args.action == 'remove' else 'saved'} in {path}")
+    done = _("blf-panel: user %(name)s: removed from %(path)s") if args.action == "remove" else None
+    done = done or _("blf-panel: user %(name)s: saved in %(path)s")
+    print(done % {"name": args.name, "path": path})
     return 0
 
 
@@ -337,13 +268,20 @@ def _read_password() -> str:
     from app.auth.users import MIN_PASSWORD
 
     if sys.stdin.isatty():
-        password = getpass.getpass("Password: ")
-        if getpass.getpass("Again: ") != password:
-            raise UsageError("the two passwords differ")
+        password = getpass.getpass(_("Password: "))
+        if getpass.getpass(_("Again: ")) != password:
+            raise UsageError(_("the two passwords differ"))
     else:
         password = sys.stdin.readline().rstrip("\r\n")
     if len(password) < MIN_PASSWORD:
-        raise UsageError(f"the password must be at least {MIN_PASSWORD} characters")
+        raise UsageError(
+            ngettext(
+                "the password must be at least %(least)d character",
+                "the password must be at least %(least)d characters",
+                MIN_PASSWORD,
+            )
+            % {"least": MIN_PASSWORD}
+        )
     return password
 
 
@@ -415,10 +353,10 @@ async def watch_command(settings: Settings, args: argparse.Namespace, out: TextI
                 snapshot = await store.read_snapshot()
             except StoreUnavailable as error:
                 if args.once:
-                    print(f"blf-panel: store unreachable: {error}", file=sys.stderr)
+                    print(_("blf-panel: store unreachable: %(error)s") % {"error": error}, file=sys.stderr)
                     return 1
                 if not down:
-                    print(f"store unreachable ({error}); retrying", file=sys.stderr)
+                    print(_("store unreachable (%(error)s); retrying") % {"error": error}, file=sys.stderr)
                 down = True
                 await asyncio.sleep(1.0)
                 continue
@@ -426,8 +364,10 @@ async def watch_command(settings: Settings, args: argparse.Namespace, out: TextI
             if snapshot is None:
                 if args.once:
                     print(
-                        "blf-panel: no snapshot in the store yet: is `blf-panel collect` running "
-                        "with the same MEMCACHED_URL and STORE_PREFIX?",
+                        _(
+                            "blf-panel: no snapshot in the store yet: is `blf-panel collect` running "
+                            "with the same MEMCACHED_URL and STORE_PREFIX?"
+                        ),
                         file=sys.stderr,
                     )
                     return 1
@@ -445,9 +385,9 @@ async def check_command(settings: Settings, args: argparse.Namespace) -> int:
     from app.check import CheckFailed, run_check  # only this command probes
 
     if settings.demo:
-        raise UsageError("check needs AMI_HOST: with it empty the panel runs its own demo PBX")
+        raise UsageError(_("check needs AMI_HOST: with it empty the panel runs its own demo PBX"))
     if not 0 <= args.wait <= 3600:
-        raise UsageError("--wait must be 0 to 3600 seconds")
+        raise UsageError(_("--wait must be 0 to 3600 seconds"))
     try:
         return await run_check(settings, wait=args.wait, out=sys.stdout)
     except CheckFailed as error:
@@ -462,18 +402,18 @@ def embed_url_command(settings: Settings, args: argparse.Namespace) -> int:
     from app.auth.tokens import mint_token, parse_ttl
 
     if not settings.embed_secret:
-        raise UsageError("embed-url needs EMBED_SECRET (32 bytes or more): embed links are off without it")
+        raise UsageError(_("embed-url needs EMBED_SECRET (32 bytes or more): embed links are off without it"))
     host = "127.0.0.1" if settings.host in ("0.0.0.0", "::") else settings.host  # as serve shows it
     host = f"[{host}]" if ":" in host else host
     base = (args.base or f"http://{host}:{settings.port}{settings.root_path}").rstrip("/")
     if not base.startswith(("http://", "https://")):
-        raise UsageError(f"--base {base[:60]!r} is not an http:// or https:// URL")
+        raise UsageError(_("--base %(base)r is not an http:// or https:// URL") % {"base": base[:60]})
     split = {
         name: [item for item in getattr(args, name).split(",") if item.strip()]
         for name in ("ext", "group", "firm")
     }
     if not any(split.values()):
-        raise UsageError("name what the link shows: --ext 101,102, --group sales and/or --firm acme")
+        raise UsageError(_("name what the link shows: --ext 101,102, --group sales and/or --firm acme"))
     try:
         token = mint_token(
             settings.embed_secret,
@@ -489,6 +429,16 @@ def embed_url_command(settings: Settings, args: argparse.Namespace) -> int:
     print(f"{base}/embed?token={quote(token, safe='')}")
     return 0
 
+
+COMMANDS = {
+    "simulate": simulate_command,
+    "serve": serve_command,
+    "collect": collect_command,
+    "watch": watch_command,
+    "check": check_command,
+    "user": user_command,
+    "embed-url": embed_url_command,
+}
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())

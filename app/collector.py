@@ -23,7 +23,7 @@ from app.metrics import Metrics
 from app.publisher import Publisher
 from app.queues import QUEUE_EVENTS, QUEUE_MODULES, QueueBook, held_queue_key
 from app.schema import clean_text
-from app.snapshot import PbxPicture
+from app.snapshot import UNKNOWN_START, PbxPicture
 from app.states import (
     ExtensionRemoved,
     ExtensionState,
@@ -337,7 +337,7 @@ class Collector:
             if "devices" in answers:
                 self.picture.devices.clear()
                 for message in answers["devices"]:
-                    self._take(message, now)
+                    self._take(message, UNKNOWN_START)  # lists tell no start (nor below)
             items = answers.get("lamps")
             replace: list[ExtensionState] = []
             for message in items or ():
@@ -352,9 +352,9 @@ class Collector:
             self._syncing = None
             if items is not None:
                 # Keep only the newest list entry or event per extension, in arrival order.
-                self.picture.replace_all(replace, now)
+                self.picture.replace_all(replace)
             for message in answers.get("presence", ()):
-                self._take(message, now)
+                self._take(message, UNKNOWN_START)
             if "calls" in answers:
                 self.details.rebuild_calls(answers["calls"], now)
             self.details.refresh_names()
@@ -477,7 +477,7 @@ class Collector:
                 device = parse_device_state(message)
                 return self.picture.apply_device(device.device, device.state, now) > 0
             if message.event in PRESENCE_EVENTS:
-                return self.details.take_presence(message)
+                return self.details.take_presence(message, now)
             if message.event in CHANNEL_EVENTS:
                 return self.details.take_channel_event(message, now)
             if message.event in QUEUE_EVENTS:

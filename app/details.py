@@ -7,6 +7,7 @@ strangers on the phone network: it is cleaned and capped here, escaped by the te
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Iterable, Mapping
 
@@ -15,7 +16,7 @@ from app.directory import Directory
 from app.schema import MAX_NAME, CallJSON, clean_text, is_phone_number
 from app.scope import without_numbers
 from app.snapshot import PbxPicture
-from app.states import CONTEXT_RE, EXTEN_RE, hint_devices, parse_presence
+from app.states import CONTEXT_RE, EXTEN_RE, UNKNOWN_START, hint_devices, parse_presence
 
 PRESENCE_EVENTS = frozenset({"PresenceStateChange", "PresenceStatus"})
 
@@ -60,8 +61,10 @@ class DetailTracker:
 
     # --- presence ---
 
-    def take_presence(self, message: Mapping[str, str]) -> bool:
-        presence = parse_presence(message)
+    def take_presence(self, message: Mapping[str, str], now: float = UNKNOWN_START) -> bool:
+        """A presence event (it began `now`) or list item (UNKNOWN_START: a list says what
+        is, not since when); the same presence again keeps the start it had."""
+        presence = dataclasses.replace(parse_presence(message), since=now)
         if message.get("Event") == "PresenceStatus" or (message.get("Exten") and message.get("Context")):
             exten, context = message.get("Exten", ""), message.get("Context", "")
             if not (EXTEN_RE.fullmatch(exten) and CONTEXT_RE.fullmatch(context)):
@@ -77,10 +80,13 @@ class DetailTracker:
         return self._show_calls(self.calls.apply(message, now))
 
     def rebuild_calls(self, channels: Iterable[Mapping[str, str]], now: float) -> bool:
-        """At login: the calls in progress (CoreShowChannels), replacing what we had."""
+        """At login: the calls in progress (CoreShowChannels), replacing what we had; a
+        call state whose start the lamps list did not tell begins with its calls."""
         before = self.calls.devices()
         changed = self.calls.rebuild(channels, now)
-        return self._show_calls(changed | before | self.calls.devices())
+        shown = self._show_calls(changed | before | self.calls.devices())
+        dated = [self.picture.start_from_calls(key) for key in list(self.picture.extensions)]
+        return shown or any(dated)
 
     def _show_calls(self, devices: Iterable[str]) -> bool:
         changed = False

@@ -17,14 +17,17 @@ import collections
 import logging
 import time
 from collections.abc import Callable, Iterable
-from typing import cast
 
+from app import following
 from app.directory import group_slug
+from app.i18n import N_
+from app.look import Look
 from app.metrics import Metrics
 from app.schema import ChangesJSON, ExtensionJSON, QueueJSON, SnapshotJSON, extension_order
 from app.scope import ALL as EVERYTHING
 from app.scope import Scope
-from app.store import SnapshotStore, StoreError
+from app.sections import sections
+from app.store import SnapshotStore
 from app.tiles import LinkState, Renderer, pbx_link, queue_tile_id, tile_id, tile_ids
 from app.updates import Update, whole_again
 from app.view import View, serves
@@ -32,9 +35,10 @@ from app.view import View, serves
 log = logging.getLogger(__name__)
 
 HISTORY = 512  # updates kept (their tiles, not messages) for viewers that reconnect
-STORE_RETRY = 1.0
 MAX_WHOLES = 64  # whole views kept for views nobody streams (a page load, a test)
-TICK = 1.0  # seconds a queue tile with a running wait is reused in whole views (the count's error)
+QUEUES = N_("Queues")  # the heading of the queue tiles' section (translated by the renderer)
+PINNED = N_("Pinned")  # the heading of the viewer's pinned colleagues
+OTHERS = N_("Colleagues")  # the heading of the others, below the pinned, where there are no groups
 
 
 class Hub:
@@ -51,6 +55,7 @@ class Hub:
         check_collector: bool = False,
         clock: Callable[[], float] = time.time,
         metrics: Metrics | None = None,
+        look: Look | None = None,
     ) -> None:
         self.store = store
         self.metrics = metrics or Metrics()
@@ -64,17 +69,22 @@ class Hub:
         self.ids: dict[str, str] = {}
         self.by_exten: dict[str, list[str]] = {}  # exten -> keys (one a context), display order
         self.slugs: dict[str, frozenset[str]] = {}  # key -> its groups' slugs
-        # (key, numbers shown) -> tile HTML for whole views (not out-of-band), rendered when
-        # first needed: a change renders the out-of-band form at once, this one if a page asks.
-        self.tiles: dict[tuple[str, bool], str] = {}
+        # key -> look -> tile HTML for whole views (not out-of-band), rendered when first
+        # needed: a change renders the out-of-band form at once, this one if a page asks.
+        self.tiles: dict[str, dict[Look, str]] = {}
         self.queues: dict[str, QueueJSON] = {}  # checked name -> queue, by name
-        self.queue_html: dict[str, tuple[float, str]] = {}  # name -> (rendered at, tile), whole views
+        # (name, language) -> (rendered at, tile), for whole views
+        self.queue_html: dict[tuple[str, str], str] = {}
+        # Tiles of a change are rendered in every look a viewer streams now, and in this one
+        # (the page's language with nothing more) so that a page's first stream finds them.
+        self.look = look or Look()
+        self._looks: collections.Counter[Look] = collections.Counter()
         self.version = 0
         self.pbx = LinkState("pbx-down", clock())
         self.store_ok = True
         self.store_down_since = 0.0
         self.collector_ok = True
-        self.link_html = ""
+        self.link_html: dict[str, str] = {}  # language -> the banner, out-of-band
         self.head = Update(0, 0, {}, True, True)
         self.history: collections.deque[Update] = collections.deque([self.head], maxlen=HISTORY)
         self.ready = asyncio.Event()  # set once the first snapshot (or store error) is in
@@ -99,11 +109,17 @@ class Hub:
         message for each viewer is then an identity check), counted until `leave`."""
         view = self._views.setdefault(view, view)
         self._viewers[view] += 1
+        self._looks[view.look] += 1
+        if view.lang not in self.link_html:
+            self.link_html[view.lang] = self.renderer.link(self.link, oob=True, lang=view.lang)
         return view
 
     def leave(self, view: View) -> None:
         """A viewer of `view` left; with the last one, what was cached for it goes."""
         self._viewers[view] -= 1
+        self._looks[view.look] -= 1
+        if self._looks[view.look] <= 0:
+            del self._looks[view.look]
         if self._viewers[view] <= 0:
             del self._viewers[view]
             self._views.pop(view, None)
@@ -160,19 +176,16 @@ class Hub:
             for m in queue.get("members") or ()
         )
 
-    def _queue_tile(self, name: str) -> str:
-        """A queue's tile for a whole view; one with callers waiting at most TICK old, so a
-        page loaded now counts the wait on from within a second (one render a second at
-        most, however many pages load)."""
-        now = self.clock()
-        rendered_at, tile = self.queue_html.get(name, (0.0, ""))
-        if not tile or (now - rendered_at > TICK and self.queues[name].get("callers")):
-            tile = self._render_queue(name, oob=False)
-            self.queue_html[name] = (now, tile)
+    def _queue_tile(self, name: str, lang: str) -> str:
+        """A queue's tile for a whole view, rendered once per change and language (a
+        running wait is counted by the page's clock: the bytes do not age)."""
+        tile = self.queue_html.get((name, lang))
+        if tile is None:
+            tile = self.queue_html[(name, lang)] = self._render_queue(name, lang, oob=False)
         return tile
 
-    def _render_queue(self, name: str, *, oob: bool) -> str:
-        return self.renderer.queue(self.queues[name], f"queue-{name}", oob=oob)
+    def _render_queue(self, name: str, lang: str, *, oob: bool) -> str:
+        return self.renderer.queue(self.queues[name], f"queue-{name}", oob=oob, lang=lang)
 
     def _holds(self, view: View, key: str) -> bool:
         return view.holds(self.extensions[key], self.slugs[key])
@@ -189,25 +202,52 @@ class Hub:
         return None
 
     def whole_view(self, view: View) -> str:
-        """Every tile of a view, for the page itself (not out-of-band). The full panel
-        is sectioned by group (an extension under its first group only: a tile id is
-        unique on the page)."""
-        queues = " ".join(self._queue_tile(name) for name in self.queues_for(view))
+        """Every tile of a view, for the page itself (not out-of-band): the viewer's pinned
+        colleagues first, then the rest. The full panel is sectioned by group: an extension
+        under its first group only (a tile id is unique on the page), and a group whose
+        people all stand under another one gets a section that points to them. A group's
+        own view is headed by that group's name. A wall view is not sectioned: its tiles are
+        one grid that wall.css sizes by their number (headings cost rows a 1080p screen
+        lacks at 300); an ext list (an embed) neither."""
+        queues = " ".join(self._queue_tile(name, view.lang) for name in self.queues_for(view))
         if view.wallboard:
             return queues
-        pairs = self.keys_for(view)
-        numbers = view.scope.show_numbers
-        if view.listed or not any(key and self.extensions[key]["groups"] for key, _ in pairs):
+        look, pairs = view.look, self.keys_for(view)
+        pinned = [] if view.listed else self._pinned(view, pairs)
+        first = [self._tile(key, self.extensions[key]["exten"], look) for key in pinned]
+        rest = [(key, exten) for key, exten in pairs if key not in pinned]
+        grouped = any(key and self.extensions[key]["groups"] for key, _ in rest)
+        if view.listed or view.wall or not (grouped or first):
             return " ".join(
-                filter(None, [queues, *(self._tile(key, exten, numbers) for key, exten in pairs)])
+                filter(None, [queues, *first, *(self._tile(key, exten, look) for key, exten in rest)])
             )
-        sections: dict[str, list[str]] = {}
-        for key, exten in pairs:
-            groups = self.extensions[key]["groups"] if key else None
-            sections.setdefault(groups[0] if groups else "", []).append(self._tile(key, exten, numbers))
-        ordered = sorted(sections, key=lambda g: (g == "", g.casefold()))
-        parts = [self.renderer.group("Queues", queues)] if queues else []
-        return " ".join(parts + [self.renderer.group(name, " ".join(sections[name])) for name in ordered])
+
+        def section(name: str, tiles: str, people: list[tuple[str, ExtensionJSON]] | None = None) -> str:
+            return self.renderer.group(name, tiles, elsewhere=people or (), lang=view.lang)
+
+        def heading(words: str) -> str:
+            return self.renderer.gettext(view.lang, words)
+
+        parts = [section(heading(QUEUES), queues)] if queues else []
+        if first:
+            parts.append(section(heading(PINNED), " ".join(first)))
+        if not grouped:
+            return " ".join(
+                [*parts, section(heading(OTHERS), " ".join(self._tile(k, e, look) for k, e in rest))]
+            )
+        for group in sections(
+            (key for key, _ in rest if key), lambda key: self.extensions[key]["groups"], view.group
+        ):
+            tiles = " ".join(self._tile(key, self.extensions[key]["exten"], look) for key in group.keys)
+            parts.append(
+                section(group.name, tiles, [(self.ids[key], self.extensions[key]) for key in group.elsewhere])
+            )
+        return " ".join(parts)
+
+    def _pinned(self, view: View, pairs: list[tuple[str | None, str]]) -> list[str]:
+        """The keys of the viewer's pinned colleagues that the view holds, in pin order."""
+        held = {exten: key for key, exten in pairs if key is not None}
+        return [held[exten] for exten in view.pins if exten in held]
 
     def first_message(self, view: View, since: int | None) -> tuple[bytes, Update]:
         """The first message of a stream: what changed since `since` when the history
@@ -258,62 +298,18 @@ class Hub:
             last.messages.setdefault(view, {})[start] = data
         return data
 
-    # --- following the store ---
+    # --- following the store (app/following.py reads it) ---
 
     async def run(self) -> None:
-        async with asyncio.TaskGroup() as group:
-            group.create_task(self._follow(), name="hub-follow")
-            group.create_task(self._beat(), name="hub-heartbeat")
-            if self.check_collector:
-                group.create_task(self._watch_collector(), name="hub-collector-check")
+        await following.run(self)
 
-    async def _follow(self) -> None:
-        known: int | None = None
-        first = True
-        while True:
-            try:
-                if not first:
-                    await self.store.wait_for_version(known, self.poll_interval)
-                first = False
-                snapshot, partial = await self._read_since(known if self.store_ok else None)
-            except StoreError as error:
-                self._store_failed(error)
-                await asyncio.sleep(STORE_RETRY)
-                first = True
-                continue
-            recovered = not self.store_ok
-            self.store_ok = True
-            if snapshot is None:  # nothing published yet (or memcached lost it)
-                known = None
-                if recovered:
-                    self._publish(self.version, {}, full=True, link=True)
-            else:
-                known = snapshot["version"]
-                self._take(snapshot, resync=recovered, partial=partial)
-            self.ready.set()
-
-    async def _read_since(self, known: int | None) -> tuple[SnapshotJSON | ChangesJSON | None, bool]:
-        """What is new since `known`: the small `changes` key when it covers everything
-        since then (True), else the whole snapshot (False), whose JSON costs about 1 ms
-        per 300 extensions to decode: too much to read on every change."""
-        if known is not None:
-            changes = await self.store.read_changes()
-            if (
-                changes is not None
-                and int(changes.get("version", 0)) > known
-                and int(changes.get("since", known + 1)) <= known
-                and int(changes.get("whole_at", known + 1)) <= known
-            ):
-                return cast(ChangesJSON, changes), True
-        return cast(SnapshotJSON | None, await self.store.read_snapshot()), False
-
-    def _store_failed(self, error: Exception) -> None:
+    def store_failed(self, error: Exception) -> None:
         self.metrics.store_errors.labels("hub").inc()
         if self.store_ok:
             log.error("store unreachable (%s); viewers see the states greyed", error)
             self.store_ok = False
             self.store_down_since = self.clock()
-            self._publish(self.version, {}, full=False, link=True)
+            self.publish(self.version, link=True)
         self.ready.set()
 
     def close(self) -> None:
@@ -325,42 +321,7 @@ class Hub:
         previous, self.head = self.head, update
         previous.link_to(update)
 
-    async def _beat(self) -> None:
-        """Re-send the link banner now and then: it keeps proxies from cutting idle
-        streams and restarts the page's CSS watchdog (a veil after silence)."""
-        while True:
-            await asyncio.sleep(self.heartbeat)
-            self._refresh_ticking()
-            self._publish(self.version, {}, full=False, link=False, heartbeat=True)
-
-    def _refresh_ticking(self) -> None:
-        """Forget the whole-view form of extension tiles whose pause duration advances:
-        it holds the seconds gone at render time, so a page loaded later would count on
-        from a stale figure; re-rendered when next asked, at most once a heartbeat."""
-        for key, extension in self.extensions.items():
-            if any(q.get("paused") for q in extension.get("queues") or ()):
-                self.tiles.pop((key, True), None)
-                self.tiles.pop((key, False), None)
-
-    async def _watch_collector(self) -> None:
-        """With a shared store, someone must hold the collector lease; if nobody does, the
-        states stop moving and viewers must be told."""
-        while True:
-            await asyncio.sleep(max(self.heartbeat / 2, 0.5))
-            try:
-                holder = await self.store.lease.holder()
-            except StoreError:
-                continue  # _follow reports the store itself
-            if (holder is not None) != self.collector_ok:
-                self.collector_ok = holder is not None
-                log.log(
-                    logging.INFO if self.collector_ok else logging.ERROR,
-                    "collector %s",
-                    "running again" if self.collector_ok else "not running",
-                )
-                self._publish(self.version, {}, full=False, link=True)
-
-    def _take(self, snapshot: SnapshotJSON | ChangesJSON, *, resync: bool, partial: bool = False) -> None:
+    def take(self, snapshot: SnapshotJSON | ChangesJSON, *, resync: bool, partial: bool = False) -> None:
         """Take a snapshot, or with `partial` the `changes` key: the extensions it holds
         replace ours, the others stay as they are."""
         incoming = snapshot["extensions"]
@@ -382,27 +343,31 @@ class Hub:
         full = full or any(_groups(self.extensions.get(key)) != _groups(extensions[key]) for key in changed)
         renamed = any(_name(self.extensions.get(key)) != _name(extensions[key]) for key in changed)
         moved = any(serves(self.extensions.get(key)) != serves(extensions[key]) for key in changed)
+        states = {
+            key: extensions[key]["state"]
+            for key in changed
+            if key in self.extensions and _said(self.extensions[key]) != _said(extensions[key])
+        }
         self.extensions = extensions
         for key in changed:
-            self.tiles.pop((key, True), None)
-            self.tiles.pop((key, False), None)
+            self.tiles.pop(key, None)
             self.slugs[key] = frozenset(group_slug(g) for g in extensions[key]["groups"])
         if full:
             self.slugs = {key: self.slugs[key] for key in extensions}
-        rendered = {key: self._render_tile(key, oob=True) for key in changed}
-        hidden = {
-            key: self._render_tile(key, oob=True, numbers=False) if extensions[key].get("calls") else tile
-            for key, tile in rendered.items()
-        }
+        rendered = self._render_changes(changed)
         queues_changed, queues_full = self._take_queues(snapshot.get("queues"), partial=partial)
         full = full or queues_full
-        queue_tiles = {name: self._render_queue(name, oob=True) for name in queues_changed}
+        queue_tiles = {
+            lang: {name: self._render_queue(name, lang, oob=True) for name in queues_changed}
+            for lang in self._langs()
+        }
         state = pbx_link(snapshot["pbx"])
         link_changed = state != self.pbx
         self.pbx = state
         if changed or queues_changed or link_changed or full:
             version = int(snapshot["version"])
-            self._publish(version, rendered, full=full, link=link_changed, renamed=renamed, hidden=hidden)
+            self.publish(version, rendered, full=full, link=link_changed, renamed=renamed)
+            self.head.changed, self.head.states = tuple(changed), states
             self.head.queue_tiles, self.head.moved = queue_tiles, moved
             if (changed or queues_changed) and not resync and snapshot.get("updated_at"):
                 # From the collector's publication to the bytes ready for every viewer: the
@@ -413,37 +378,30 @@ class Hub:
         """Follow the snapshot's `queues` as `_take` follows extensions: the names changed,
         and whether the set of queues changed (views are sent whole then). Only checked
         names become ids (`queue_tile_id`); an older snapshot without queues has none."""
-        if partial:
-            queues = {**self.queues, **(incoming or {})}
-        else:
-            queues = dict(incoming or {})
+        queues = {**self.queues, **(incoming or {})} if partial else dict(incoming or {})
         queues = {
             name: q for name, q in sorted(queues.items()) if queue_tile_id(name) and isinstance(q, dict)
         }
         full = queues.keys() != self.queues.keys()
         changed = [name for name, queue in queues.items() if full or self.queues.get(name) != queue]
         self.queues = queues
-        for name in changed:
-            self.queue_html.pop(name, None)
-        if full:
-            self.queue_html = {}
+        self.queue_html = {key: tile for key, tile in self.queue_html.items() if key[0] not in changed}
         return changed, full
 
-    def _publish(
+    def publish(
         self,
         version: int,
-        tiles: dict[str, str],
+        tiles: dict[Look, dict[str, str]] | None = None,
         *,
-        full: bool,
-        link: bool,
+        full: bool = False,
+        link: bool = False,
         heartbeat: bool = False,
         renamed: bool = False,
-        hidden: dict[str, str] | None = None,
     ) -> None:
         if link or heartbeat:
             self._render_link()
+        tiles = tiles or {}
         update = Update(max(version, self.version), self.head.version, tiles, full, link, heartbeat, renamed)
-        update.hidden = tiles if hidden is None else hidden
         self.version = update.version
         previous, self.head = self.head, update
         self.history.append(update)
@@ -453,33 +411,55 @@ class Hub:
 
     # --- rendering and encoding ---
 
-    def _render_tile(self, key: str, *, oob: bool, numbers: bool = True) -> str:
+    def _langs(self) -> set[str]:
+        return {self.look.lang} | {look.lang for look in self._looks}
+
+    def _render_changes(self, keys: list[str]) -> dict[Look, dict[str, str]]:
+        """The changed tiles in every look in use; a tile without a call is the same with
+        numbers shown or hidden (rendered once for both)."""
+        rendered: dict[Look, dict[str, str]] = {}
+        for look in sorted({self.look, *self._looks}, key=lambda look: not look.numbers):
+            shown = rendered.get(look.with_numbers, {})
+            rendered[look] = {
+                key: shown[key]
+                if key in shown and not self.extensions[key].get("calls")
+                else self._render_tile(key, look, oob=True)
+                for key in keys
+            }
+        return rendered
+
+    def _render_tile(self, key: str, look: Look, *, oob: bool) -> str:
         extension = self.extensions[key]
-        inside = None if numbers else self.by_exten  # a colleague's number is no outside number
-        return self.renderer.tile(extension, self.ids[key], extension["exten"], oob=oob, inside=inside)
+        inside = None if look.numbers else self.by_exten  # a colleague's number is no outside number
+        return self.renderer.tile(
+            extension, self.ids[key], extension["exten"], oob=oob, inside=inside, look=look
+        )
 
     def _render_link(self) -> None:
-        self.link_html = self.renderer.link(self.link, oob=True)
+        self.link_html = {lang: self.renderer.link(self.link, oob=True, lang=lang) for lang in self._langs()}
 
-    def _tile(self, key: str | None, exten: str, numbers: bool = True) -> str:
+    def _tile(self, key: str | None, exten: str, look: Look) -> str:
         if key is None:
-            return self.renderer.tile(None, tile_id(exten, ""), exten, oob=False)
-        numbers = numbers or not self.extensions[key].get("calls")  # nothing to hide: one form
-        tile = self.tiles.get((key, numbers))
+            return self.renderer.tile(None, tile_id(exten, ""), exten, oob=False, look=look)
+        if not self.extensions[key].get("calls"):
+            look = look.with_numbers  # nothing to hide: one form
+        forms = self.tiles.setdefault(key, {})
+        tile = forms.get(look)
         if tile is None:
-            tile = self.tiles[(key, numbers)] = self._render_tile(key, oob=False, numbers=numbers)
+            tile = forms[look] = self._render_tile(key, look, oob=False)
         return tile
 
     def _full(self, view: View) -> str:
-        return self.renderer.whole(self.link_html, self.whole_view(view))
+        return self.renderer.whole(self.link_html.get(view.lang, ""), self.whole_view(view))
 
     def _changes(self, view: View, chain: Iterable[Update], *, link: bool) -> str:
         merged: dict[str, str] = {}
-        numbers = view.scope.show_numbers
         queue_tiles: dict[str, str] = {}
+        states: dict[str, str] = {}
         for update in chain:
-            merged.update(update.tiles if numbers else update.hidden)
-            queue_tiles.update(update.queue_tiles)
+            merged.update(update.tiles.get(view.look, {}))
+            queue_tiles.update(update.queue_tiles.get(view.lang, {}))
+            states.update(update.states)
         if view.extens is not None:
             wanted = {key for key, _ in self.keys_for(view)}
             keys: Iterable[str] = [key for key in merged if key in wanted]
@@ -487,8 +467,18 @@ class Hub:
             keys = [key for key in merged if key in self.extensions and self._holds(view, key)]
         parts = [queue_tiles[name] for name in self.queues_for(view) if name in queue_tiles]
         parts += [merged[key] for key in keys]
+        if view.pins and states:
+            pinned = [
+                self.extensions[key]
+                for key in keys
+                if key in states and self.extensions[key]["exten"] in view.pins
+            ]
+            if pinned:
+                parts.append(self.renderer.announce(pinned, view.lang))
         if link:
-            parts.insert(0, self.link_html)
+            parts.insert(
+                0, self.link_html.get(view.lang) or self.renderer.link(self.link, oob=True, lang=view.lang)
+            )
         return " ".join(parts)
 
 
@@ -498,3 +488,9 @@ def _groups(extension: ExtensionJSON | None) -> tuple[str, ...] | None:
 
 def _name(extension: ExtensionJSON | None) -> str | None:
     return None if extension is None else extension["name"]
+
+
+def _said(extension: ExtensionJSON) -> tuple[str, str]:
+    """What a pinned colleague's announcement says: the state word and the presence."""
+    presence = extension.get("presence") or {}
+    return extension.get("state", ""), str(presence.get("state", "")) if isinstance(presence, dict) else ""

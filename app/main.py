@@ -14,6 +14,7 @@ import logging
 import os
 import re
 from collections.abc import AsyncIterator, Callable, Coroutine
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
@@ -28,13 +29,19 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.actions import Actions
+from app.actions import PRESENCES, Actions
 from app.auth.identify import Auth, Denied, Door, admit, denied_response, identify, route_path, visitor
+from app.auth.identify import request_language as language_of_request
 from app.auth.sessions import Sessions
 from app.auth.signin import ROUTES as SIGNIN_ROUTES
+from app.auth.signin import csrf_token
 from app.directory import group_slug
 from app.hub import Hub
+from app.i18n import LANGUAGES, N_, translations
+from app.look import PIN, Look
 from app.metrics import Metrics, forget_process
+from app.pins import ROUTES as PIN_ROUTES
+from app.pins import pins_of
 from app.queues import QUEUE_RE
 from app.runtime import lead_or_follow, lease_owner, running_collector, store_from
 from app.scope import ALL as SEE_ALL
@@ -45,7 +52,7 @@ from app.sse import EventStream, Viewers, encode, end_streams_at_shutdown, event
 from app.states import EXTEN_RE
 from app.store import MemoryStore, StoreError
 from app.tasks import Health, background, supervise
-from app.tiles import Renderer
+from app.tiles import PRESENCE_LABELS, Renderer
 from app.transport import DescriptorWatch, transport_of
 from app.view import View
 
@@ -56,10 +63,27 @@ MAX_VIEW_EXTENSIONS = 500
 MAX_VIEW_PARAM = 4000
 MAX_QUERY = 40
 GROUP_SLUG = re.compile(r"[a-z0-9._\-]{1,40}")
+PRESENCE_CHOICES = [(state, PRESENCE_LABELS[state]) for state in PRESENCES]  # me.html's menu
+
+
+# Starlette's own details (http.HTTPStatus phrases) that reach an error page.
+STARLETTE_DETAILS = (N_("Not Found"), N_("Method Not Allowed"))
+DEFAULT_TITLE = N_("Extensions")  # PANEL_TITLE's default (app/settings.py)
+
+
+def panel_title(title: str, lang: str) -> str:
+    """PANEL_TITLE as a page in `lang` shows it: the default in that language, any other
+    as the sysadmin wrote it."""
+    return translations(lang).gettext(title) if title == DEFAULT_TITLE else title
 
 
 class BadView(ValueError):
-    """A malformed or over-long extension list in the URL."""
+    """A malformed or over-long view in the URL: `message` English (marked N_), filled with
+    `values` (translated on the error page: `_error_page`)."""
+
+    def __init__(self, message: str, **values: object) -> None:
+        super().__init__(message % values)
+        self.message, self.values = message, values
 
 
 def user_scope(request: Request) -> UserScope:
@@ -70,37 +94,43 @@ def user_scope(request: Request) -> UserScope:
 
 def parse_view(request: Request, *, wallboard: bool = False) -> View:
     """`?ext=101,102`, `?group=sales`, `?q=ann`, `?queue=support` as a View within the
-    request's scope (the URL only narrows it); `wallboard`: /queues; 400 on anything malformed."""
+    request's scope (the URL only narrows it); `wallboard`: /queues; `?view=wall` shows it
+    on a big screen; 400 on anything malformed."""
     raw_group = request.query_params.get("group", "").strip()
     if len(raw_group) > MAX_VIEW_PARAM:
-        raise BadView(f"the group is longer than {MAX_VIEW_PARAM} characters")
+        raise BadView(N_("the group is longer than %(most)d characters"), most=MAX_VIEW_PARAM)
     group = group_slug(raw_group)[:40] if raw_group else ""
     if raw_group and not GROUP_SLUG.fullmatch(group):
-        raise BadView("the group must be a group's name, like sales or front-desk")
+        raise BadView(N_("the group must be a group's name, like sales or front-desk"))
     query = request.query_params.get("q", "").strip()
     if len(query) > MAX_QUERY:
-        raise BadView(f"the search is longer than {MAX_QUERY} characters")
+        raise BadView(N_("the search is longer than %(most)d characters"), most=MAX_QUERY)
     query = "".join(ch for ch in query if ch.isprintable())
     queue = request.query_params.get("queue", "").strip()
     if queue and not QUEUE_RE.fullmatch(queue):
-        raise BadView("the queue must be a queue's name, like support (letters, digits, _.+-)")
+        raise BadView(N_("the queue must be a queue's name, like support (letters, digits, _.+-)"))
     # The wallboard's stream says so (`queues=1`): /events serves both.
     wallboard = wallboard or request.query_params.get("queues") == "1"
+    display = request.query_params.get("view", "")
+    if display not in ("", "wall"):
+        raise BadView(N_("the view must be wall (a wallboard for a big screen: ?view=wall) or left out"))
     extens = _parse_extens(request.query_params.get("ext"))
-    return View(extens, group, query, user_scope(request), queue=queue, wallboard=wallboard)
+    scope = user_scope(request)
+    return View(extens, group, query, scope, queue=queue, wallboard=wallboard, wall=display == "wall")
 
 
 def _parse_extens(raw: str | None) -> tuple[str, ...] | None:
     if raw is None:
         return None
     if len(raw) > MAX_VIEW_PARAM:
-        raise BadView(f"the ext list is longer than {MAX_VIEW_PARAM} characters")
+        raise BadView(N_("the ext list is longer than %(most)d characters"), most=MAX_VIEW_PARAM)
     items = [item.strip() for item in raw.split(",")]
     if len(items) > MAX_VIEW_EXTENSIONS:
-        raise BadView(f"the ext list holds more than {MAX_VIEW_EXTENSIONS} extensions")
+        raise BadView(N_("the ext list holds more than %(most)d extensions"), most=MAX_VIEW_EXTENSIONS)
     for number, item in enumerate(items, 1):
         if not EXTEN_RE.fullmatch(item):
-            raise BadView(f"item {number} of the ext list is not an extension (digits, letters, _+*#.-)")
+            message = N_("item %(number)d of the ext list is not an extension (digits, letters, _+*#.-)")
+            raise BadView(message, number=number)
     return tuple(dict.fromkeys(items))
 
 
@@ -118,11 +148,34 @@ def _view_query(view: View, token: str | None = None) -> str:
         params["queue"] = view.queue
     if view.wallboard:
         params["queues"] = "1"
+    if view.wall:
+        params["view"] = "wall"
     return urlencode(params, safe=",") + "&" if params else ""
 
 
+def request_language(request: Request) -> str:
+    """LANGUAGE, else the browser's Accept-Language; the stream is told its page's (`lang`)."""
+    return language_of_request(request.scope, request.app.state.settings.language)
+
+
+def as_drawn(request: Request, view: View, *, panel: bool) -> View:
+    """`view` as this viewer draws it: in their language; on the full panel (`panel`), with
+    their pins first and the controls their role gives them on each tile. A wallboard has
+    no controls: it is looked at from across the room."""
+    lang = request_language(request)
+    if not panel:
+        return replace(view, lang=lang)
+    pins = pins_of(request)
+    if view.wall:
+        return replace(view, lang=lang, pins=pins)
+    actions: Actions | None = request.app.state.actions
+    user = getattr(request.state, "user", None)
+    controls = {PIN} | (actions.tile_controls(user) if actions is not None else set())
+    return replace(view, lang=lang, pins=pins, controls=frozenset(controls))
+
+
 async def page(request: Request) -> Response:
-    return await _render_view(request, "page.html")
+    return await _render_view(request, "page.html", panel=True)
 
 
 async def embed(request: Request) -> Response:
@@ -134,32 +187,61 @@ async def queues_page(request: Request) -> Response:
     return await _render_view(request, "queues.html", wallboard=True)
 
 
-async def _render_view(request: Request, template: str, *, wallboard: bool = False) -> Response:
+async def _render_view(
+    request: Request, template: str, *, wallboard: bool = False, panel: bool = False
+) -> Response:
     hub: Hub = request.app.state.hub
-    settings: Settings = request.app.state.settings
-    view = parse_view(request, wallboard=wallboard)
+    view = as_drawn(request, parse_view(request, wallboard=wallboard), panel=panel)
     await hub.ready.wait()
     tiles = hub.whole_view(view)
     context = {
-        "title": settings.panel_title,
         "tiles_html": Markup(tiles),  # noqa: S704 - rendered by our autoescaping templates
-        "link_html": Markup(hub.renderer.link(hub.link, oob=False)),  # noqa: S704
-        "events_url": f"events?{_view_query(view, request.query_params.get('token'))}since={hub.version}",
+        "link_html": Markup(hub.renderer.link(hub.link, oob=False, lang=view.lang)),  # noqa: S704
+        "events_url": (
+            f"events?{_view_query(view, request.query_params.get('token'))}"
+            f"since={hub.version}&lang={view.lang}{'&panel=1' if panel else ''}"
+        ),
         "count": len(hub.keys_for(view)),
         "total": len(hub.keys_for(View(scope=view.scope))),  # the header says "10 of 50"
         "groups": [(name, group_slug(name)) for name in hub.groups(view.scope)],
         "group": view.group,
         "query": view.query,
         "queue": view.queue,
+        "wall": view.wall,  # no chrome, tiles sized to fill the screen (wall.css)
         "has_queues": bool(hub.queues_for(View(scope=view.scope))),
     }
-    html = hub.renderer.page(template, **context)
+    if panel:
+        context.update(pins=view.pins, me=_me(request, hub))
+    html = hub.renderer.page(template, view.lang, **context)
     return HTMLResponse(html, headers={"Cache-Control": "no-store"})
+
+
+def _me(request: Request, hub: Hub) -> dict[str, Any] | None:
+    """The signed-in user's own controls (me.html), when they may act at all."""
+    actions: Actions | None = request.app.state.actions
+    user = getattr(request.state, "user", None)
+    if actions is None or user is None or not user.extension:
+        return None
+    allowed = actions.roles.get(user.role, frozenset())
+    if not allowed:
+        return None
+    serves_queues = any(
+        m.get("extension", "").split("@")[0] == user.extension
+        for q in hub.queues.values()
+        for m in q.get("members") or ()
+    )
+    return {
+        "extension": user.extension,
+        "csrf": csrf_token(request),
+        "can_pause": "pause" in allowed and serves_queues,
+        "can_presence": "presence" in allowed,
+        "presences": PRESENCE_CHOICES,
+    }
 
 
 async def events(request: Request) -> EventStream:
     hub: Hub = request.app.state.hub
-    view = parse_view(request)
+    view = as_drawn(request, parse_view(request), panel=request.query_params.get("panel") == "1")
     await hub.ready.wait()
     return event_stream(request, hub, view, viewers=request.app.state.viewers)
 
@@ -200,20 +282,28 @@ async def healthz(request: Request) -> Response:
 
 
 async def _bad_request(request: Request, exc: Exception) -> Response:
-    return _error_page(request, 400, str(exc))
+    assert isinstance(exc, BadView)
+    return _error_page(request, 400, exc.message, exc.values)
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, HTTPException)
+    assert isinstance(exc, HTTPException)  # its detail: our sentence (N_), or Starlette's phrase
     return _error_page(request, exc.status_code, exc.detail)
 
 
-def _error_page(request: Request, status: int, message: str) -> Response:
+def _error_page(
+    request: Request, status: int, message: str, values: dict[str, object] | None = None
+) -> Response:
+    """`message` (English, marked N_) filled with `values`: in the request's language on
+    the HTML page, English in the JSON body."""
     renderer: Renderer = request.app.state.hub.renderer
     if "text/html" in request.headers.get("accept", ""):
-        html = renderer.page("error.html", title=f"{status}", status=status, message=message)
+        lang = request_language(request)
+        said = translations(lang).gettext(message)
+        said = said % values if values else said
+        html = renderer.page("error.html", lang, title=f"{status}", status=status, message=said)
         return HTMLResponse(html, status_code=status)
-    return JSONResponse({"error": message}, status_code=status)
+    return JSONResponse({"error": message % values if values else message}, status_code=status)
 
 
 def security_headers(frame_ancestors: str) -> list[tuple[bytes, bytes]]:
@@ -322,8 +412,12 @@ def create_app(settings: Settings | None = None) -> Starlette:
         hub_store = store_from(settings) if shared else store
         # Made here, after `serve` chose the multi-process directory (app.metrics).
         app.state.metrics = metrics = Metrics()
-        renderer = Renderer(demo=settings.demo)
-        renderer.env.globals["visitor"] = visitor.get  # the page's sign-out button
+        # The default language first: what a page gets when its viewer's is not one of ours.
+        default = settings.language or "en"
+        renderer = Renderer(demo=settings.demo, languages=[default, *(x for x in LANGUAGES if x != default)])
+        for lang, env in renderer.envs.items():
+            env.globals["visitor"] = visitor.get  # the page's sign-out button
+            env.globals["title"] = panel_title(settings.panel_title, lang)  # every page's
         hub = Hub(
             hub_store,
             renderer,
@@ -332,6 +426,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
             heartbeat=settings.heartbeat,
             check_collector=shared,
             metrics=metrics,
+            look=Look(default),
         )
         app.state.settings, app.state.store, app.state.hub = settings, store, hub
         app.state.security_headers = headers
@@ -356,7 +451,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
                 lead = functools.partial(lead_or_follow, settings, collector_store, owner, health, metrics)
                 await stack.enter_async_context(supervised("lease", lead))
             elif settings.collector:
-                await stack.enter_async_context(running_collector(settings, store, health, metrics))
+                acting = actions.session if actions is not None else None  # the demo PBX's port
+                await stack.enter_async_context(running_collector(settings, store, health, metrics, acting))
             await stack.enter_async_context(supervised("hub", hub.run))
             await stack.enter_async_context(supervised("viewers-watch", viewers.run))
             await stack.enter_async_context(background(descriptors.run(), "descriptor-watch"))
@@ -381,6 +477,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
             Route("/api/snapshot", snapshot_api),
             Route("/healthz", healthz),
             *(actions.routes if actions is not None else []),
+            *PIN_ROUTES,
             Mount("/static", StaticFiles(directory=STATIC), name="static"),
         ],
         lifespan=lifespan,
@@ -391,7 +488,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
     app.state.actions = actions
     app.state.exact_hosts = None if "*" in hosts else frozenset(h for h in hosts if "*" not in h)
     app.add_middleware(Door, auth=auth)  # innermost: it reads the session
-    if settings.auth_mode == "users":
+    # A session holds the CSRF token of a signed-in user, and of a proxy's user who may act.
+    if settings.auth_mode == "users" or (settings.auth_mode == "proxy" and settings.actions):
         app.add_middleware(Sessions, secret_key=settings.secret_key, max_age=settings.session_lifetime)
     # A web page on another site can reach a LAN panel by DNS rebinding: its own name then
     # points at the panel, and only the Host header still tells.

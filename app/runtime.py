@@ -28,6 +28,7 @@ from app.store import SnapshotStore, StoreError, open_store
 from app.tasks import Health, background, supervise
 
 if TYPE_CHECKING:
+    from app.action_session import ActionSession
     from app.sim import Simulator
 
 log = logging.getLogger(__name__)
@@ -53,6 +54,9 @@ def ami_target(settings: Settings, *, host: str | None = None, port: int | None 
 
 
 DEMO_DIRECTORY = Path(__file__).parent / "demo-directory.csv"
+# The secret of the demo PBX's manager user for the panel's actions when AMI_ACTION_SECRET sets
+# none: made up once per process, the one that starts the demo PBX and acts on it.
+_DEMO_ACTION_SECRET = secrets.token_urlsafe(18)
 
 
 def directory_path(settings: Settings) -> Path | None:
@@ -64,10 +68,17 @@ def directory_path(settings: Settings) -> Path | None:
 
 @contextlib.asynccontextmanager
 async def demo_pbx(settings: Settings) -> AsyncIterator[Simulator]:
-    """The built-in simulator on a free loopback port, with churn, for the demo."""
+    """The built-in simulator on a free loopback port, with churn, for the demo. Its manager
+    users: the collector's (AMI_USERNAME) and the actions' (AMI_ACTION_USERNAME) with the
+    write classes the README names."""
+    from app.actions import WRITE_CLASSES  # the demo only, as the simulator
     from app.sim import Simulator  # the demo only: production never loads the simulator
     from app.sim.churn import demo_queues
+    from app.sim.users import ManagerUser
 
+    actions = ManagerUser(
+        settings.ami_action_username, demo_action_secret(settings), read="none", write=WRITE_CLASSES
+    )
     simulator = Simulator(
         parse_extension_range(settings.demo_extensions),
         host="127.0.0.1",
@@ -75,6 +86,8 @@ async def demo_pbx(settings: Settings) -> AsyncIterator[Simulator]:
         username=settings.ami_username,
         secret=settings.ami_secret,
         churn=settings.demo_churn,
+        # One named like the collector's would replace it: then the actions log in as that one.
+        users=[actions] if actions.username.lower() != settings.ami_username.lower() else [],
     )
     if settings.demo_churn > 0:  # a still demo (the tests' fixed picture) has no queues
         demo_queues(simulator)
@@ -86,17 +99,31 @@ async def demo_pbx(settings: Settings) -> AsyncIterator[Simulator]:
         await simulator.stop()
 
 
+def demo_action_secret(settings: Settings) -> str:
+    """The secret the panel's actions log in with on the demo PBX."""
+    if settings.ami_action_username.lower() == settings.ami_username.lower():
+        return settings.ami_secret
+    return settings.ami_action_secret or _DEMO_ACTION_SECRET
+
+
 @contextlib.asynccontextmanager
 async def running_collector(
-    settings: Settings, store: SnapshotStore, health: Health | None = None, metrics: Metrics | None = None
+    settings: Settings,
+    store: SnapshotStore,
+    health: Health | None = None,
+    metrics: Metrics | None = None,
+    action_session: ActionSession | None = None,
 ) -> AsyncIterator[Collector]:
     """The collector as a supervised task, against the real PBX or the demo one: if it
-    fails it starts again (a fresh login and full picture) and `health` says so meanwhile."""
+    fails it starts again (a fresh login and full picture) and `health` says so meanwhile.
+    `action_session` (ACTIONS=on) acts on the demo PBX once it listens."""
     async with contextlib.AsyncExitStack() as stack:
         target = ami_target(settings)
         if settings.demo:
             simulator = await stack.enter_async_context(demo_pbx(settings))
             target = ami_target(settings, host="127.0.0.1", port=simulator.port)
+            if action_session is not None:
+                action_session.reach("127.0.0.1", simulator.port, demo_action_secret(settings))
         collector = Collector(
             target,
             store,

@@ -61,13 +61,14 @@ class PresenceJSON(TypedDict):
     state: str  # available, away, xa, chat, dnd, unavailable, not_set
     subtype: str
     message: str
+    since: NotRequired[float]  # epoch seconds; 0 (or absent): unknown, e.g. listed at login
 
 
 class CallJSON(TypedDict):
     direction: Literal["in", "out"]
     party_name: str
     party_number: str
-    since: float  # epoch seconds
+    since: float  # epoch seconds; 0: unknown (a call found at login without a Duration)
     state: CallState
 
 
@@ -77,7 +78,7 @@ class ExtensionJSON(TypedDict):
     hint: str
     status: int  # Asterisk's raw ExtensionStatus code, kept for unknown codes too
     state: State
-    changed_at: float  # epoch seconds
+    changed_at: float  # epoch seconds; 0: unknown (a state listed at login: no invented start)
     version: int  # the version in which it last changed
     name: str
     groups: list[str]

@@ -8,6 +8,7 @@ import ipaddress
 import re
 from collections.abc import Callable
 
+from app.i18n import LANGUAGES, MAX_RANGES, _, language_of, ngettext
 from app.store.contract import check_prefix, parse_memcached_url
 
 
@@ -17,7 +18,7 @@ def _text(value: str) -> str:
 
 def _port(value: str) -> int:
     if not value.isdigit() or not 1 <= int(value) <= 65535:
-        raise ValueError(f"{value!r} is not a TCP port (1-65535)")
+        raise ValueError(_("%(value)r is not a TCP port (1-65535)") % {"value": value})
     return int(value)
 
 
@@ -29,9 +30,9 @@ def _positive_float(value: str) -> float:
     try:
         number = float(value)
     except ValueError:
-        raise ValueError(f"{value!r} is not a number") from None
+        raise ValueError(_("%(value)r is not a number") % {"value": value}) from None
     if not number > 0 or number != number or number == float("inf"):
-        raise ValueError(f"{value!r} must be a number above 0")
+        raise ValueError(_("%(value)r must be a number above 0") % {"value": value})
     return number
 
 
@@ -63,12 +64,15 @@ def _host_of(port_setting: str) -> Callable[[str], str]:
         host = _bare_host(value)
         if host is not None:
             return host
-        head, _, port = value.rpartition(":")
+        head, _colon, port = value.rpartition(":")
         if port.isdigit() and (host := _bare_host(head)) is not None:
             raise ValueError(
-                f"{value!r} holds a port: write {host} here and put the port in {port_setting}={port}"
+                _("%(value)r holds a port: write %(host)s here and put the port in %(setting)s=%(port)s")
+                % {"value": value, "host": host, "setting": port_setting, "port": port}
             )
-        raise ValueError(f"{value!r} is not a host name or address (IPv6 as is: fd00::5)")
+        raise ValueError(
+            _("%(value)r is not a host name or address (IPv6 as is: fd00::5)") % {"value": value}
+        )
 
     return parse
 
@@ -86,14 +90,14 @@ def _bare_host(value: str) -> str | None:
 
 def _ami_events(value: str) -> str:
     if not re.fullmatch(r"[a-z]+(,[a-z]+)*", value):
-        raise ValueError(f"{value!r} is not a comma-separated list of AMI event classes")
+        raise ValueError(_("%(value)r is not a comma-separated list of AMI event classes") % {"value": value})
     return value
 
 
 def _log_level(value: str) -> str:
     level = value.upper()
     if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
-        raise ValueError(f"{value!r} is not one of DEBUG, INFO, WARNING, ERROR")
+        raise ValueError(_("%(value)r is not one of DEBUG, INFO, WARNING, ERROR") % {"value": value})
     return level
 
 
@@ -105,15 +109,20 @@ def _tenant_pattern(value: str) -> str:
     try:
         pattern = re.compile(value)
     except re.error as error:
-        raise ValueError(f"{value!r} is not a regular expression ({error})") from None
+        raise ValueError(
+            _("%(value)r is not a regular expression (%(error)s)") % {"value": value, "error": error}
+        ) from None
     if pattern.groups < 1:
-        raise ValueError(f"{value!r} has no group: put the firm's part in ( ), e.g. from-internal-(.+)")
+        raise ValueError(
+            _("%(value)r has no group: put the firm's part in ( ), e.g. from-internal-(.+)")
+            % {"value": value}
+        )
     return value
 
 
 def _workers(value: str) -> int:
     if not value.isdigit() or not 1 <= int(value) <= 64:
-        raise ValueError(f"{value!r} is not a number of workers (1-64)")
+        raise ValueError(_("%(value)r is not a number of workers (1-64)") % {"value": value})
     return int(value)
 
 
@@ -125,7 +134,9 @@ def _on_off(value: str) -> bool:
     """Every boolean setting: on/off, and the usual yes/no, true/false, 1/0 (any case)."""
     word = value.lower()
     if word not in _TRUE_WORDS + _FALSE_WORDS:
-        raise ValueError(f"{value!r} is not on or off (yes/no, true/false, 1/0 work too)")
+        raise ValueError(
+            _("%(value)r is not on or off (yes/no, true/false, 1/0 work too)") % {"value": value}
+        )
     return word in _TRUE_WORDS
 
 
@@ -137,31 +148,41 @@ _CSP_KEYWORDS = ("'self'", "'none'")
 def _frame_ancestors(value: str) -> str:
     # Goes into a header: one CSP source list, nothing that could end or split it.
     if not re.fullmatch(r"[A-Za-z0-9'*:/.\- ]{1,500}", value) or not value.strip():
-        raise ValueError(f"{value!r} is not a CSP source list like 'self' https://crm.example.com")
+        raise ValueError(
+            _("%(value)r is not a CSP source list like 'self' https://crm.example.com") % {"value": value}
+        )
     sources = value.split()
     for source in sources:
         if source.lower() in ("self", "none"):
             keyword = f"'{source.lower()}'"
             raise ValueError(
-                f'{source} must be quoted: {keyword} (in a shell or systemd: FRAME_ANCESTORS="{keyword}"); '
-                "unquoted it is a host name and blocks every embed"
+                _(
+                    "%(source)s must be quoted: %(keyword)s (in a shell or systemd: "
+                    'FRAME_ANCESTORS="%(keyword)s"); unquoted it is a host name and blocks every embed'
+                )
+                % {"source": source, "keyword": keyword}
             )
         if "'" in source and source.lower() not in _CSP_KEYWORDS:
-            raise ValueError(f"{source} is not a CSP keyword of frame-ancestors ('self' or 'none')")
+            raise ValueError(
+                _("%(source)s is not a CSP keyword of frame-ancestors ('self' or 'none')")
+                % {"source": source}
+            )
     if len(sources) > 1 and "'none'" in (source.lower() for source in sources):
-        raise ValueError("'none' stands alone: with other sources the browser ignores it")
+        raise ValueError(_("'none' stands alone: with other sources the browser ignores it"))
     return " ".join(sources)
 
 
 def _root_path(value: str) -> str:
     if value and not re.fullmatch(r"(/[A-Za-z0-9_.\-]+)+", value):
-        raise ValueError(f"{value!r} must be empty or a path like /blf (no trailing slash)")
+        raise ValueError(
+            _("%(value)r must be empty or a path like /blf (no trailing slash)") % {"value": value}
+        )
     return value
 
 
 def _lease_ttl(value: str) -> int:
     if not value.isdigit() or not 2 <= int(value) <= 300:
-        raise ValueError(f"{value!r} is not a whole number of seconds (2-300)")
+        raise ValueError(_("%(value)r is not a whole number of seconds (2-300)") % {"value": value})
     return int(value)
 
 
@@ -169,13 +190,28 @@ def _send_buffer(value: str) -> int:
     # Below 16 KiB a tile message of a big panel goes out in many small pieces; above
     # 16 MiB, 5,000 viewers that stop reading could hold 80 GB.
     if not value.isdigit() or not 16_384 <= int(value) <= 16_777_216:
-        raise ValueError(f"{value!r} is not a number of bytes (16384-16777216)")
+        raise ValueError(_("%(value)r is not a number of bytes (16384-16777216)") % {"value": value})
     return int(value)
+
+
+def _language(value: str) -> str:
+    """LANGUAGE: "" (or auto): each browser's choice; or one of LANGUAGES. GNU gettext reads
+    this same variable, and a desktop session may set it as a list (ru_RU:ru:en): its first
+    language the panel has counts; a list naming none of them is an error like any other value."""
+    if value.lower() in ("", "auto"):
+        return ""
+    for item in value.split(":")[:MAX_RANGES]:
+        if (language := language_of(item)) is not None:
+            return language
+    raise ValueError(
+        _("%(value)r is not a language of the panel: %(languages)s, or empty for the browser's choice")
+        % {"value": value[:40], "languages": ", ".join(LANGUAGES)}
+    )
 
 
 def _title(value: str) -> str:
     if not 1 <= len(value) <= 80:
-        raise ValueError("must be 1 to 80 characters")
+        raise ValueError(_("must be 1 to 80 characters"))
     return value
 
 
@@ -187,21 +223,26 @@ def parse_extension_range(text: str) -> list[str]:
     """`100-149` or `100-104,200,300-301` -> the extensions, in order, without repeats.
     A range with leading zeros keeps its width (`001-003`)."""
     if not text.strip():
-        raise ValueError("no extensions given (expected e.g. 100-149 or 100-104,200)")
+        raise ValueError(_("no extensions given (expected e.g. 100-149 or 100-104,200)"))
     result: dict[str, None] = {}
     for part in text.split(","):
         part = part.strip()
         match = re.fullmatch(r"([0-9]+)(?:\s*-\s*([0-9]+))?", part)
         if match is None:
-            raise ValueError(f"{part!r} is not an extension number or a range like 100-149")
+            raise ValueError(
+                _("%(part)r is not an extension number or a range like 100-149") % {"part": part}
+            )
         first, last = match.group(1), match.group(2) or match.group(1)
         low, high = int(first), int(last)
         if low > high:
-            raise ValueError(f"range {part!r} runs backwards")
+            raise ValueError(_("range %(part)r runs backwards") % {"part": part})
         if len(last) > 64:
-            raise ValueError(f"{last[:20]}... is too long for an extension")
+            raise ValueError(_("%(start)s... is too long for an extension") % {"start": last[:20]})
         if len(result) + high - low + 1 > MAX_EXTENSIONS:
-            raise ValueError(f"{text.strip()[:40]!r} gives more than {MAX_EXTENSIONS} extensions")
+            raise ValueError(
+                _("%(text)r gives more than %(most)d extensions")
+                % {"text": text.strip()[:40], "most": MAX_EXTENSIONS}
+            )
         width = len(first) if first.startswith("0") and len(first) == len(last) else 0
         for number in range(low, high + 1):
             result[str(number).zfill(width)] = None
@@ -221,7 +262,9 @@ def _metrics_listen(value: str) -> tuple[str, int] | None:
 
 def _audience(value: str) -> str:
     if value and not re.fullmatch(r"[\x21-\x7e]{1,200}", value):
-        raise ValueError(f"{value[:40]!r} is not an audience (1-200 printable characters, no spaces)")
+        raise ValueError(
+            _("%(value)r is not an audience (1-200 printable characters, no spaces)") % {"value": value[:40]}
+        )
     return value
 
 
@@ -235,15 +278,21 @@ def _auth(value: str) -> str:
     # Empty is the default, "none" said by nobody: the panel stays open on loopback only.
     # AUTH=none written out (environment or settings.env) is the admin's explicit choice.
     if value and value.lower() not in AUTH_MODES:
-        raise ValueError(f"{value!r} is not one of none, users, proxy")
+        raise ValueError(_("%(value)r is not one of none, users, proxy") % {"value": value})
     return value.lower()
 
 
 def _secret_key(value: str) -> str:
     if value and len(value.encode()) < MIN_SECRET_KEY_BYTES:
         raise ValueError(
-            f"is {len(value.encode())} bytes, at least {MIN_SECRET_KEY_BYTES} needed; make one with "
-            "python3 -c 'import secrets; print(secrets.token_urlsafe(32))'"
+            ngettext(
+                "is %(bytes)d byte, at least %(least)d needed; make one with "
+                "python3 -c 'import secrets; print(secrets.token_urlsafe(32))'",
+                "is %(bytes)d bytes, at least %(least)d needed; make one with "
+                "python3 -c 'import secrets; print(secrets.token_urlsafe(32))'",
+                len(value.encode()),
+            )
+            % {"bytes": len(value.encode()), "least": MIN_SECRET_KEY_BYTES}
         )
     return value
 
@@ -251,7 +300,7 @@ def _secret_key(value: str) -> str:
 def _lifetime(value: str) -> int:
     # A minute at least (else a sign-in ends before the page loads), 30 days at most.
     if not value.isdigit() or not 60 <= int(value) <= 30 * 24 * 3600:
-        raise ValueError(f"{value!r} is not a number of seconds (60-2592000)")
+        raise ValueError(_("%(value)r is not a number of seconds (60-2592000)") % {"value": value})
     return int(value)
 
 
@@ -261,14 +310,20 @@ def _networks(value: str) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network
         try:
             networks.append(ipaddress.ip_network(item, strict=False))
         except ValueError:
-            raise ValueError(f"{item!r} is not an address or network like 10.0.0.5 or 10.0.0.0/24") from None
+            raise ValueError(
+                _("%(item)r is not an address or network like 10.0.0.5 or 10.0.0.0/24") % {"item": item}
+            ) from None
     return tuple(networks)
 
 
 def _header_name(value: str) -> str:
     if not re.fullmatch(r"[A-Za-z0-9-]{1,64}", value):
-        raise ValueError(f"{value!r} is not an HTTP header name like Remote-User")
+        raise ValueError(_("%(value)r is not an HTTP header name like Remote-User") % {"value": value})
     return value.lower()
+
+
+def _optional_header_name(value: str) -> str:
+    return _header_name(value) if value else ""
 
 
 def _host_names(value: str) -> tuple[str, ...]:
@@ -276,7 +331,9 @@ def _host_names(value: str) -> tuple[str, ...]:
     for name in names:
         bare = name[2:] if name.startswith("*.") else name
         if name != "*" and _bare_host(bare) is None:
-            raise ValueError(f"{name!r} is not a host name (panel.example.com, *.example.com or *)")
+            raise ValueError(
+                _("%(name)r is not a host name (panel.example.com, *.example.com or *)") % {"name": name}
+            )
     return names
 
 
@@ -295,12 +352,18 @@ def _action_roles(value: str) -> tuple[tuple[str, frozenset[str]], ...]:
         role, sep, names = part.partition("=")
         role = role.strip()
         if not sep or role not in ROLES:
-            raise ValueError(f"{part!r} is not ROLE=actions with ROLE one of {', '.join(ROLES)}")
+            raise ValueError(
+                _("%(part)r is not ROLE=actions with ROLE one of %(roles)s")
+                % {"part": part, "roles": ", ".join(ROLES)}
+            )
         wanted = {n.strip() for n in names.split(",") if n.strip()}
         if "all" in wanted:
             wanted = set(ACTION_NAMES)
         if unknown := sorted(wanted - set(ACTION_NAMES)):
-            raise ValueError(f"{unknown[0]!r} is not an action ({', '.join(ACTION_NAMES)}, all)")
+            raise ValueError(
+                _("%(name)r is not an action (%(actions)s, all)")
+                % {"name": unknown[0], "actions": ", ".join(ACTION_NAMES)}
+            )
         roles[role] = frozenset(wanted)
     return tuple(roles.items())  # hashable, as every field of Settings
 
@@ -308,7 +371,7 @@ def _action_roles(value: str) -> tuple[tuple[str, frozenset[str]], ...]:
 def _action_rate(value: str) -> int:
     # More than one a second for a minute is no person clicking.
     if not value.isdigit() or not 1 <= int(value) <= 60:
-        raise ValueError(f"{value!r} is not a number of actions a minute (1-60)")
+        raise ValueError(_("%(value)r is not a number of actions a minute (1-60)") % {"value": value})
     return int(value)
 
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from app.i18n import _
 from app.setting_values import (  # noqa: F401 - re-exported: the public names of settings
     _CSP_KEYWORDS,
     _FALSE_WORDS,
@@ -35,6 +36,7 @@ from app.setting_values import (  # noqa: F401 - re-exported: the public names o
     _header_name,
     _host_names,
     _host_of,
+    _language,
     _lease_ttl,
     _lifetime,
     _log_level,
@@ -43,6 +45,7 @@ from app.setting_values import (  # noqa: F401 - re-exported: the public names o
     _networks,
     _non_negative_float,
     _on_off,
+    _optional_header_name,
     _port,
     _port_or_zero,
     _positive_float,
@@ -73,15 +76,18 @@ def check_auth(settings: Settings) -> None:
     if settings.auth in ("users", "proxy") and not settings.secret_key:
         raise SettingsError(
             "SECRET_KEY",
-            f"required with AUTH={settings.auth}; make one with "
-            "python3 -c 'import secrets; print(secrets.token_urlsafe(32))'",
+            _(
+                "required with AUTH=%(auth)s; make one with "
+                "python3 -c 'import secrets; print(secrets.token_urlsafe(32))'"
+            )
+            % {"auth": settings.auth},
         )
     if settings.auth == "users" and not settings.users_file:
-        raise SettingsError("USERS_FILE", "required with AUTH=users (blf-panel user add NAME creates it)")
+        raise SettingsError("USERS_FILE", _("required with AUTH=users (blf-panel user add NAME creates it)"))
     if settings.auth == "proxy" and not settings.trusted_proxies:
-        raise SettingsError("TRUSTED_PROXIES", "required with AUTH=proxy: the proxy's address(es)")
+        raise SettingsError("TRUSTED_PROXIES", _("required with AUTH=proxy: the proxy's address(es)"))
     if settings.auth == "proxy" and not settings.proxy_scopes_file:
-        raise SettingsError("PROXY_SCOPES_FILE", "required with AUTH=proxy: which group sees what")
+        raise SettingsError("PROXY_SCOPES_FILE", _("required with AUTH=proxy: which group sees what"))
 
 
 @dataclass(frozen=True)
@@ -117,6 +123,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("ROOT_PATH", "", "path prefix behind a proxy, e.g. /blf", _root_path),
     Setting("FRAME_ANCESTORS", "'self'", "who may embed the panel (CSP, 'self' quoted)", _frame_ancestors),
     Setting("PANEL_TITLE", "Extensions", "title of the panel page", _title),
+    Setting("LANGUAGE", "", "en or ru; empty: each browser's Accept-Language (else en)", _language),
     Setting("STORE_POLL", "0.01", "seconds between checks of the version key", _positive_float),
     Setting("HEARTBEAT", "5", "seconds between keep-alive messages to viewers", _positive_float),
     Setting("SEND_TIMEOUT", "10", "seconds a viewer may block a send before it is dropped", _positive_float),
@@ -136,6 +143,12 @@ SETTINGS: tuple[Setting, ...] = (
         "PROXY_GROUPS_HEADER", "Remote-Groups", "header listing the user's groups (AUTH=proxy)", _header_name
     ),
     Setting("PROXY_SCOPES_FILE", "", "file mapping groups to role and scope (AUTH=proxy)", _text),
+    Setting(
+        "PROXY_EXTENSION_HEADER",
+        "",
+        "header naming the user's own extension, to act from the panel (AUTH=proxy); empty: none",
+        _optional_header_name,
+    ),
     Setting("ALLOWED_HOSTS", "", "host names the panel answers to, besides loopback ones", _host_names),
     Setting("EMBED_SECRET", "", "key of signed embed links (32+ bytes); empty: off", _secret_key),
     Setting("EMBED_SECRET_PREVIOUS", "", "the key before EMBED_SECRET, still accepted", _secret_key),
@@ -181,6 +194,7 @@ class Settings:
     root_path: str
     frame_ancestors: str
     panel_title: str
+    language: str
     store_poll: float
     heartbeat: float
     send_timeout: float
@@ -198,6 +212,7 @@ class Settings:
     proxy_user_header: str
     proxy_groups_header: str
     proxy_scopes_file: str
+    proxy_extension_header: str
     allowed_hosts: tuple[str, ...]
     embed_secret: str
     embed_secret_previous: str
@@ -231,12 +246,28 @@ def read_env_file(path: Path) -> dict[str, str]:
             continue
         name, sep, value = line.partition("=")
         if not sep:
-            raise SettingsError(f"{path.name} line {number}", f"expected NAME=value, got {line!r}")
+            raise SettingsError(
+                f"{path.name} line {number}", _("expected NAME=value, got %(line)r") % {"line": line}
+            )
         value = value.strip()
         if len(value) >= 2 and value[0] == value[-1] == '"':
             value = value[1:-1]
         values[name.strip()] = value
     return values
+
+
+def raw_values(
+    environ: Mapping[str, str] | None = None, env_file: Path | None = SETTINGS_FILE
+) -> dict[str, str]:
+    """The settings' text as `load_settings` reads it (the environment over `settings.env`),
+    unchecked, and an unreadable file read as empty: for what is needed before the settings are
+    checked, the CLI's language (that of their error messages)."""
+    environ = os.environ if environ is None else environ
+    try:
+        from_file = read_env_file(env_file) if env_file is not None else {}
+    except (SettingsError, OSError, UnicodeDecodeError):
+        from_file = {}  # load_settings reports it, in the language found without it
+    return {**from_file, **environ}
 
 
 def load_settings(

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from app.queues import QueueBook
 from app.schema import CallJSON, ExtensionJSON, ExtensionQueueJSON, LinkJSON, LinkStateName, QueueJSON
 from app.states import (
+    UNKNOWN_START,
     ExtensionState,
     HintIndex,
     Presence,
@@ -22,6 +23,10 @@ from app.states import (
     status_from_devices,
 )
 from app.store import Publication
+
+# States of a phone with a call: when their start is unknown (listed at login), the newest of
+# its calls tells it (CoreShowChannels' Duration). Not hold: a hold begins after its call.
+CALL_STATES = frozenset({"inuse", "ringing", "inuse_ringing", "busy"})
 
 # Versions the `changes` key covers: a reader further behind reads the whole snapshot.
 # Small, because every reader decodes it on every version (a hub is usually one behind).
@@ -46,7 +51,7 @@ class ExtensionRecord:
     """An extension as published: its state plus when and in which version it changed."""
 
     state: ExtensionState
-    changed_at: float
+    changed_at: float  # when the state began; UNKNOWN_START when the PBX did not tell
     details: Details = Details()
     version: int = 0  # 0: changed since the last publication (encode again)
     encoded: bytes = b""
@@ -111,7 +116,8 @@ class PbxPicture:
         return bool(self.dirty or self.removed or self.link_dirty or self.queues_dirty)
 
     def apply(self, state: ExtensionState, now: float) -> bool:
-        """Take one state; a repeat of the current one is not a change."""
+        """Take one state that began at `now` (UNKNOWN_START: not told); a repeat of the
+        current one is not a change, a new hint for the same status keeps its start."""
         record = self.extensions.get(state.key)
         if record is not None and record.state == state:
             return False
@@ -119,6 +125,8 @@ class PbxPicture:
             self._index = None
         self.keys_changed = self.keys_changed or record is None
         details = record.details if record is not None else Details()
+        if record is not None and record.state.status == state.status:
+            now = record.changed_at
         self.extensions[state.key] = ExtensionRecord(state, now, details)
         self.dirty.add(state.key)
         self.removed.discard(state.key)
@@ -133,6 +141,19 @@ class PbxPicture:
         if details == record.details:
             return False
         record.details, record.version = details, 0
+        self.dirty.add(key)
+        return True
+
+    def start_from_calls(self, key: str) -> bool:
+        """A call state whose start is unknown began, as far as the PBX lets us know, with
+        the newest of its calls (a call's `since`: its age in CoreShowChannels at login)."""
+        record = self.extensions.get(key)
+        if record is None or record.changed_at != UNKNOWN_START or record.state.state not in CALL_STATES:
+            return False
+        starts = [float(call.get("since") or 0) for call in record.details.calls]
+        if not starts or min(starts) <= 0:
+            return False
+        record.changed_at, record.version = max(starts), 0
         self.dirty.add(key)
         return True
 
@@ -153,8 +174,10 @@ class PbxPicture:
         self.keys_changed = True
         return True
 
-    def replace_all(self, states: Iterable[ExtensionState], now: float) -> int:
-        """A full picture from the PBX: extensions it no longer lists disappear."""
+    def replace_all(self, states: Iterable[ExtensionState], now: float = UNKNOWN_START) -> int:
+        """A full picture from the PBX: extensions it no longer lists disappear. A listed
+        state that is new or changed began at `now`: unknown by default, since a list says
+        what is, not since when (a restart must not pass for the start of every state)."""
         seen: set[str] = set()
         changes = 0
         for state in states:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from app.schema import MAX_HINT, MAX_PRESENCE_TEXT, PresenceJSON, clean_text
 
@@ -212,6 +212,10 @@ def status_from_devices(hint: str, devices: Mapping[str, str]) -> int | None:
     return aggregate_status(devices[name] for name in names)
 
 
+# The start of a state the PBX did not tell: a list at login says what is, not since when
+# (ExtensionStateList, DeviceStateList, PresenceStateList). Shown as no duration at all.
+UNKNOWN_START = 0.0
+
 # Presence (func_presencestate): separate from the call state; a DND phone can still ring.
 PRESENCE_STATES: tuple[str, ...] = ("available", "away", "xa", "chat", "dnd", "unavailable", "not_set")
 
@@ -223,9 +227,17 @@ class Presence:
     state: str
     subtype: str = ""
     message: str = ""
+    # When it began (epoch seconds), from events only: UNKNOWN_START for a presence listed at
+    # login. Not part of equality: the same presence told again is no change, and keeps its start.
+    since: float = field(default=UNKNOWN_START, compare=False)
 
     def as_dict(self) -> PresenceJSON:
-        return {"state": self.state, "subtype": self.subtype, "message": self.message}
+        return {
+            "state": self.state,
+            "subtype": self.subtype,
+            "message": self.message,
+            "since": round(self.since, 3),
+        }
 
 
 def parse_presence(frame: Mapping[str, str]) -> Presence:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass
 
+from app.look import Look
 from app.schema import ExtensionJSON, exten_order
 from app.scope import ALL as EVERYTHING
 from app.scope import Scope
@@ -29,6 +30,12 @@ class View:
     scope: Scope = EVERYTHING
     queue: str = ""  # a queue's name (checked by the route): its members and its tile
     wallboard: bool = False  # /queues: queue tiles only, no extension
+    # `?view=wall`: a display mode, not a narrowing: the same tiles, unsectioned (one grid
+    # that wall.css sizes by the number of tiles). Part of the hash: the whole view differs.
+    wall: bool = False
+    lang: str = "en"  # the language of its words (app.i18n)
+    pins: tuple[str, ...] = ()  # the viewer's pinned colleagues (extens), shown first
+    controls: frozenset[str] = frozenset()  # on its tiles (app.look: pinning, actions)
 
     def __post_init__(self) -> None:
         if self.extens is not None:
@@ -37,10 +44,18 @@ class View:
 
     @functools.cached_property
     def _hash(self) -> int:
-        return hash((self.extens, self.group, self.query, self.scope, self.queue, self.wallboard))
+        return hash(
+            (self.extens, self.group, self.query, self.scope, self.queue, self.wallboard, self.wall)
+            + (self.lang, self.pins, self.controls)
+        )
 
     def __hash__(self) -> int:  # looked up for every viewer of every message: hash once
         return self._hash
+
+    @functools.cached_property
+    def look(self) -> Look:
+        """How its tiles are drawn: one rendering of a change serves every view alike."""
+        return Look(self.lang, self.scope.show_numbers, self.controls)
 
     @property
     def listed(self) -> bool:

@@ -1,5 +1,6 @@
 # Sourced by scripts/run and scripts/test: apt packages the project needs, then .venv with the project.
-# Usage: need_apt PACKAGE... ; make_venv EXTRAS ("" or e.g. "[test]"; installs only when needed)
+# Usage: need_apt PACKAGE... ; make_venv EXTRAS ("" or e.g. "[test]"; installs only when needed,
+# then compiles the message catalogs that changed)
 set -euo pipefail
 
 need_apt() {
@@ -51,10 +52,29 @@ make_venv() {
   if [ ! -x .venv/bin/python ]; then
     python3 -m venv .venv 2>/dev/null || { need_apt python3-venv; rm -rf .venv; python3 -m venv .venv; }
   fi
-  venv_is_current "$1" && return 0
+  venv_is_current "$1" || install_project "$1" || return
+  compile_catalogs
+}
+
+install_project() {
   local hash
   hash=$(pyproject_hash)  # before the install: a change made meanwhile installs again next time
   .venv/bin/python -m pip install -q --disable-pip-version-check -e ".$1" || return  # no stamp
   { grep -s "^$hash " "$VENV_STAMP" || true; echo "$hash ${1:--}"; } >"$VENV_STAMP.new"
   mv "$VENV_STAMP.new" "$VENV_STAMP"  # the lines of an older pyproject.toml are dropped
+}
+
+# The message catalogs (app/locale/LANG/LC_MESSAGES/messages.po -> .mo; the .mo files are not
+# committed). On every start, not only at an install: the install is stamped once per
+# pyproject.toml and would miss an edited .po. Checking the times costs a few stat calls; a
+# failed compile only warns, since the panel then compiles the .po in memory (app/i18n.py).
+compile_catalogs() {
+  local po stale=""
+  for po in app/locale/*/LC_MESSAGES/*.po; do
+    [ -e "$po" ] || continue  # no catalogs at all: the glob stays as written
+    [ "${po%.po}.mo" -nt "$po" ] || stale=1
+  done
+  [ -n "$stale" ] || return 0
+  .venv/bin/python -m babel.messages.frontend -q compile -d app/locale -D messages ||
+    echo "warning: the message catalogs were not compiled; the panel compiles them at start" >&2
 }

@@ -8,6 +8,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from app.action_session import ActionSession, PbxUnreachable
 from app.actions import AMI_ACTIONS, LOOKUP, WRITE_CLASSES
 from app.auth.users import format_line, hash_password
 from app.sim import Simulator
@@ -275,6 +276,8 @@ async def test_listen_in_is_for_supervisors(panel, settings, sim) -> None:
         csrf = await signed_in(client, "sup")
         answer = await client.post("/actions/listen", data={"csrf": csrf, "target": "101"})
         assert answer.status_code == 200 and "listening in" in answer.text
+        await server.until(lambda hub: call_state(server, "103")[0] == "inuse")  # rang, answered
+        assert call_state(server, "101")[0] == "inuse" and sim.busy("103")
         idle = await client.post("/actions/listen", data={"csrf": csrf, "target": "100"})
         assert idle.status_code == 409 and "not on a call" in idle.text
 
@@ -288,3 +291,46 @@ async def test_an_attended_transfer_is_asked_of_my_own_channel(panel, settings, 
         await on_a_call(server, sim, "+4930123456", "100")
         answer = await client.post("/actions/attended", data={"csrf": csrf, "target": "101"})
     assert answer.status_code == 200, answer.text
+    # the caller waits on hold while 101 is consulted; the operator hangs up (attended.CONSULT_FOR)
+    await server.until(
+        lambda hub: call_state(server, "100")[0] == "idle" and call_state(server, "101")[0] == "inuse"
+    )
+    (moved,) = sim.calls
+    assert moved.caller.number == "+4930123456" and moved.callee.exten == "101"
+
+
+async def test_in_the_demo_a_call_rings_the_colleague_on_the_demo_pbx(panel, tmp_path, users_text) -> None:
+    """AMI_HOST empty: the panel's own simulator, on a port it takes at start; ACTIONS=on acts
+    on it as a manager user of its own (write = WRITE_CLASSES, a secret made up for it)."""
+    users = tmp_path / "users"
+    users.write_text(users_text + "\n")
+    demo = {"DEMO_CHURN": "0", "DEMO_EXTENSIONS": "100-104"}  # a still demo: 102 is free
+    server = await panel(AUTH="users", USERS_FILE=str(users), SECRET_KEY=SECRET, ACTIONS="on", **demo)
+    await server.healthy()
+    session = server.app.state.actions.session
+    assert (session.host, session.opened) == ("127.0.0.1", 0)  # the demo PBX's port, not yet used
+    async with httpx.AsyncClient(base_url=server.url) as client:
+        csrf = await signed_in(client, "op")
+        answer = await client.post("/actions/call", data={"csrf": csrf, "target": "102"})
+    assert answer.status_code == 200, answer.text
+    assert "Your phone rings" in answer.text
+
+    def talking(hub) -> bool:
+        ext = next(e for e in hub.extensions.values() if e["exten"] == "102")
+        return ext["state"] == "inuse" and [(c["direction"], c["party_number"]) for c in ext["calls"]] == [
+            ("in", "100")
+        ]
+
+    await server.until(talking)  # my phone rang and answered, then the colleague's
+    counter = await AmiClient.login(session.port)  # the collector's user, on the demo PBX
+    try:
+        users = [line.split()[0] for line in (await counter.command("manager show connected"))[1:-1]]
+    finally:
+        await counter.close()
+    assert sorted(users) == ["blf", "blf", "blf-actions"]  # the collector, this counter, the actions
+
+
+async def test_without_the_demo_pbx_in_this_process_actions_say_so() -> None:
+    session = ActionSession("", 5038, "blf-actions", "", 1.0)
+    with pytest.raises(PbxUnreachable, match="demo PBX does not run in this process"):
+        await session.run("Ping")

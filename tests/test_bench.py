@@ -190,3 +190,18 @@ def test_markdown_table_rows() -> None:
     assert table[0].startswith("| mode | N | R/s | W | p50 ms")
     assert table[2].startswith("| sse | 1,000 | 50 | 1 | 12.3 | – |")
     assert table[2].endswith("| yes |")
+
+
+def test_the_page_cpu_benchmark_runs_and_reports() -> None:
+    """`python -m bench.page_cpu`: Chromium's CPU on the panel's own page, one JSON line."""
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.page_cpu", "--tiles", "5", "--seconds", "0.5"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=Path(__file__).resolve().parent.parent,
+    )
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert result["tiles"] == 5 and result["design"] == "page-clock"
+    assert 0 <= result["chromium_cpu_percent"] < 400

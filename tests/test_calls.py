@@ -292,6 +292,33 @@ def test_rebuild_from_core_show_channels() -> None:
     assert tracker.devices() == set()
 
 
+def test_a_start_the_pbx_did_not_tell_is_unknown_never_the_time_we_looked() -> None:
+    """issue 13: a call's start is its age in CoreShowChannels; without a readable Duration,
+    or for a channel first seen already answered (its Newchannel missed), it is unknown (0)
+    and its tile shows no duration, rather than one counting from when the panel looked."""
+    tracker = CallTracker()
+    listed = [
+        core_show_channel("PJSIP/102-0000000a", "1.1", "1.1", ConnectedLineNum="103", Duration="12:34:56"),
+        core_show_channel("PJSIP/104-0000000c", "1.3", "1.3", ConnectedLineNum="105", Duration="ages"),
+        core_show_channel(
+            "PJSIP/106-0000000e", "1.5", "1.5", Duration="00:00:12", ChannelStateDesc="Ringing"
+        ),
+    ]
+    tracker.rebuild(listed, 50_000.0)
+    assert [c.since for c in tracker.calls_for("PJSIP/102")] == [50_000.0 - 45_296]
+    assert [c.since for c in tracker.calls_for("PJSIP/104")] == [0.0]
+    assert [(c.since, c.state) for c in tracker.calls_for("PJSIP/106")] == [(50_000.0 - 12, "ringing")]
+    adopted = {**core_show_channel("PJSIP/108-00000010", "1.7", "1.7"), "Event": "Newstate"}
+    adopted.pop("Duration")
+    tracker.apply(adopted, 60_000.0)
+    assert [c.since for c in tracker.calls_for("PJSIP/108")] == [0.0]
+    ringing = {**adopted, "Channel": "PJSIP/109-00000011", "Uniqueid": "1.9", "ChannelStateDesc": "Ringing"}
+    tracker.apply(ringing, 60_001.0)
+    assert [c.since for c in tracker.calls_for("PJSIP/109")] == [60_001.0], "it rings from now on"
+    tracker.apply({**ringing, "ChannelStateDesc": "Up"}, 60_009.0)
+    assert [c.since for c in tracker.calls_for("PJSIP/109")] == [60_009.0], "answered now: up since now"
+
+
 def event(
     kind: str, channel: str, uid: str, linkedid: str, state: str = "Up", **fields: str
 ) -> dict[str, str]:

@@ -72,7 +72,7 @@ async def test_the_stack_notes_user_is_shown_what_it_lacks(memcached, logs: LogW
     assert found["channel events"].startswith("missing ") and "eventfilter = Event: Newchannel" in table
     assert found["FullyBooted"].startswith("not seen")  # read = call: no system events at all
     assert "channel events: none arrived while 2 item(s) of CoreShowChannels changed" in table
-    assert table.rstrip().splitlines()[-1].startswith("2 thing(s) the panel needs are missing")
+    assert table.rstrip().splitlines()[-1].startswith("2 things the panel needs are missing")
 
 
 async def test_a_user_that_may_not_read_call_events(logs: LogWatch) -> None:
@@ -96,7 +96,7 @@ async def test_nothing_happening_is_not_seen_and_does_not_fail(logs: LogWatch) -
     assert code == 0
     assert found["ExtensionStatus"].startswith("not seen") and found["channel events"].startswith("not seen")
     assert "make a call while `blf-panel check --wait 60` runs" in found["channel events"]
-    assert "6 kind(s) of event not seen" in out.getvalue()  # + queue events, Reload
+    assert "6 kinds of event not seen" in out.getvalue()  # + queue events, Reload
 
 
 async def test_memcached_down_fails_the_check(memcached, logs: LogWatch) -> None:

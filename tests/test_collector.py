@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -19,7 +20,7 @@ from app.states import DEVICE_TO_STATUS, STATUS_TEXT, state_name
 from app.store import MemoryStore, Publication, SnapshotStore
 from app.store.memcached import MemcachedStore
 from app.tasks import background
-from tests.helpers import AmiClient, LogWatch, Snapshot, states_of, summary, wait_for_snapshot
+from tests.helpers import AmiClient, LogWatch, Snapshot, setvar, states_of, summary, wait_for_snapshot
 
 TRANSCRIPTS = Path(__file__).parent / "fixtures" / "ami"
 EXTENSIONS = [str(n) for n in range(100, 110)]
@@ -481,3 +482,38 @@ async def test_a_pbx_never_reached_says_why_without_secrets(store: MemoryStore, 
     assert lost["pbx"]["error"] == "", "reached once: the link is lost, not unreachable"
     for snapshot in (never, refused, lost):
         assert "s3cret" not in json.dumps(snapshot) and "blf" not in json.dumps(snapshot["pbx"])
+
+
+# --- when states began, after a (re)start (issue 13) ---
+
+
+async def test_a_collector_started_mid_call_tells_the_calls_true_start_and_invents_none(
+    simulator: Simulator, store: MemoryStore
+) -> None:
+    """The lamps list says "on a call", not since when: the call's age in CoreShowChannels
+    does. Free colleagues, free since before the login, get no start at all (0: unknown),
+    not the collector's start; the next change is dated by its event."""
+    call = simulator.place_call("100", "101")
+    call.answer()
+    simulator.set_presence("105", "away", "", "Lunch")
+    for channel in (call.a, call.b):
+        channel.created -= 3600  # the simulator's clock: the call has been up for an hour
+    began = time.time() - 3600
+    async with running(Collector(target(simulator.port), store)):
+        snapshot = await wait_for_snapshot(
+            store, lambda s: connected_with(10)(s) and s["extensions"]["101@ext-local"]["calls"]
+        )
+        extensions = snapshot["extensions"]
+        for key in ("100@ext-local", "101@ext-local"):
+            assert extensions[key]["state"] == "inuse"
+            # Duration is whole seconds, taken a moment before the collector's clock reads it.
+            assert began - 2 <= extensions[key]["changed_at"] <= began + 5, summary(snapshot)
+            assert began - 2 <= extensions[key]["calls"][0]["since"] <= began + 5
+        idle = [e for e in extensions.values() if e["exten"] not in ("100", "101")]
+        assert idle and all(e["changed_at"] == 0 for e in idle), "no invented start"
+        assert extensions["105@ext-local"]["presence"]["since"] == 0, "away since when: unknown"
+        before = time.time()
+        await setvar(simulator.port, "Custom:103", "INUSE")
+        changed = await wait_for_snapshot(store, lambda s: states_of(s)["103"] == "inuse")
+    assert before <= changed["extensions"]["103@ext-local"]["changed_at"] <= time.time()
+    assert changed["extensions"]["104@ext-local"]["changed_at"] == 0

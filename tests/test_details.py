@@ -15,7 +15,7 @@ from app.details import DetailTracker, callerid_name
 from app.directory import parse_directory
 from app.sim.events import callerid_merge
 from app.snapshot import PbxPicture
-from app.states import ExtensionState, parse_extension_status
+from app.states import UNKNOWN_START, ExtensionState, Presence, parse_extension_status
 from app.store import MemoryStore
 
 TRANSCRIPTS = Path(__file__).parent / "fixtures" / "ami"
@@ -103,6 +103,43 @@ def test_transcript_12_presence_on_the_tiles() -> None:
     assert {"away", "dnd", "available"} <= seen["100@blf"]
     assert {"xa", "chat", "not_set"} <= seen["101@blf"]
     assert "In a meeting until 3pm" in messages
+
+
+def test_presence_starts_with_its_event_and_a_listed_one_is_unknown() -> None:
+    """issue 13: a presence changed by an event began then; one listed at login
+    (PresenceStateList) began at an unknown time, and told again it keeps its start."""
+    picture = PbxPicture(started_at=0.0)
+    picture.replace_all([ExtensionState("100", "ext-local", "Custom:100,CustomPresence:100", 0, "idle")])
+    details = DetailTracker(picture)
+    listed = {"Event": "PresenceStateChange", "Presentity": "CustomPresence:100", "Status": "away"}
+    assert details.take_presence(listed)
+    assert picture.extensions["100@ext-local"].details.presence == Presence("away")
+    assert picture.extensions["100@ext-local"].details.presence.since == UNKNOWN_START
+    assert details.take_presence({**listed, "Status": "dnd", "Message": "In a meeting"}, now=500.0)
+    assert not details.take_presence({**listed, "Status": "dnd", "Message": "In a meeting"}, now=600.0)
+    presence = picture.extensions["100@ext-local"].as_dict()["presence"]
+    assert presence == {"state": "dnd", "subtype": "", "message": "In a meeting", "since": 500.0}
+    assert not details.take_presence({**listed, "Status": "dnd", "Message": "In a meeting"})
+    assert picture.extensions["100@ext-local"].details.presence.since == 500.0, "a list again keeps it"
+
+
+def test_calls_at_login_tell_when_a_call_state_began() -> None:
+    """A collector (re)started mid-call: the lamps list says "on a call" but not since
+    when; CoreShowChannels' Duration says how long the call has lasted."""
+    picture = PbxPicture(started_at=9000.0)
+    picture.replace_all(
+        [
+            ExtensionState(e, "ext-local", f"PJSIP/{e}", s, n)
+            for e, s, n in (("100", 1, "inuse"), ("101", 0, "idle"))
+        ]
+    )
+    details = DetailTracker(picture)
+    up = {"Event": "CoreShowChannel", "ChannelStateDesc": "Up", "Application": "Dial", "Linkedid": "1.1"}
+    listed = [{**up, "Channel": "PJSIP/100-00000001", "Uniqueid": "1.1", "Duration": "00:04:05"}]
+    assert details.rebuild_calls(listed, 9000.0)
+    assert picture.extensions["100@ext-local"].changed_at == 9000.0 - 245
+    assert picture.extensions["100@ext-local"].details.calls[0]["since"] == 9000.0 - 245
+    assert picture.extensions["101@ext-local"].changed_at == UNKNOWN_START, "free since when: unknown"
 
 
 def test_transcript_13_registration_gives_no_calls() -> None:

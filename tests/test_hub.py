@@ -25,9 +25,9 @@ class CountingRenderer(Renderer):
         super().__init__()
         self.rendered: list[str] = []
 
-    def tile(self, extension: Any, id_: str, exten: str, *, oob: bool, inside: Any = None) -> str:
+    def tile(self, extension: Any, id_: str, exten: str, **kwargs: Any) -> str:
         self.rendered.append(id_)
-        return super().tile(extension, id_, exten, oob=oob, inside=inside)
+        return super().tile(extension, id_, exten, **kwargs)
 
 
 def snapshot(version: int, states: dict[str, str], connected: bool = True) -> dict[str, Any]:
@@ -190,12 +190,13 @@ async def test_the_hub_catches_up_from_the_changes_key_not_the_snapshot() -> Non
         picture.apply(state("101", 1), now=2.0)
         await publish(2)
         assert store.snapshot_reads == 1, "a change must not cost a read of the whole snapshot"
-        assert list(hub.head.tiles) == ["101@ext-local"] and "state-inuse" in hub.head.tiles["101@ext-local"]
+        tiles = hub.head.tiles[hub.look]
+        assert list(tiles) == ["101@ext-local"] and "state-inuse" in tiles["101@ext-local"]
         assert 'id="ext-100" class="tile state-idle"' in hub.whole_view(ALL)
-        assert tile_ids_in(hub.head.tiles["101@ext-local"]) == ["ext-101"] and len(hub.head.tiles) == 1
+        assert tile_ids_in(tiles["101@ext-local"]) == ["ext-101"] and len(tiles) == 1
         picture.replace_all([state("100", 0), state("101", 1), state("102", 1)], now=3.0)
         await publish(3)  # a new extension: the whole snapshot
-        assert store.snapshot_reads == 2 and hub.head.full and "102@ext-local" in hub.head.tiles
+        assert store.snapshot_reads == 2 and hub.head.full and "102@ext-local" in hub.head.tiles[hub.look]
 
 
 async def test_viewers_connecting_at_once_share_one_whole_view(harness: Harness) -> None:

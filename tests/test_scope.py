@@ -109,6 +109,7 @@ async def test_outside_numbers_hidden_per_scope_in_two_forms_only(harness: Harne
         return real(*args, **kwargs)
 
     hub.renderer.tile = counting  # type: ignore[method-assign]
+    hub.join(View(scope=ACME)), hub.join(View(scope=ACME_NO_NUMBERS))  # two viewers streaming
     await harness.publish(2, **{"101": extension("101", "inuse", calls)})
     assert rendered == ["ext-101~acme", "ext-101~acme"], "one form with numbers, one without"
     chain = [hub.head]

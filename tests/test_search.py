@@ -60,3 +60,28 @@ async def test_typing_a_search_updates_the_tiles_and_the_count_in_chromium(panel
         await expect(page.locator(".empty")).to_have_text("No colleague matches “zzzzz”.")
         await expect(page.locator("#count")).to_have_text("0 of 10 extensions")
         await context.close()
+
+
+async def test_a_group_shows_its_own_heading_and_every_group_has_a_section_in_chromium(
+    panel, browser
+) -> None:
+    """The demo's "Front desk" (one member, 100, whose first group is Reception): its own
+    link is headed "Front desk", and the All view has a section for it that points to 100."""
+    from playwright.async_api import expect
+
+    server = await (
+        await panel(AMI_HOST="", MEMCACHED_URL="", DEMO_EXTENSIONS="100-149", DEMO_CHURN="0")
+    ).healthy()
+    context = await browser.new_context()
+    page = await context.new_page()
+    await page.goto(server.url + "/")
+    headings = page.locator("section.group > h2")
+    await expect(headings).to_contain_text(["Front desk", "Management", "Reception", "Sales", "Support"])
+    front = page.locator("section.group", has=page.locator("h2", has_text="Front desk"))
+    await expect(front.locator("article.tile")).to_have_count(0)  # 100 stands under Reception
+    await expect(front.locator(".elsewhere a")).to_have_attribute("href", "#ext-100")
+    await page.locator("nav[aria-label=Groups] a", has_text="Front desk").click()
+    await expect(page.locator("section.group > h2")).to_have_text(["Front desk"])
+    await expect(page.locator("article.tile")).to_have_count(1)
+    await expect(page.locator("#count")).to_have_text("1 of 50 extensions")
+    await context.close()

@@ -3,7 +3,7 @@
 import json
 
 from app.snapshot import PbxPicture
-from app.states import ExtensionState
+from app.states import UNKNOWN_START, ExtensionState
 
 
 def state(exten: str, status: int, name: str = "", hint: str = "") -> ExtensionState:
@@ -132,11 +132,16 @@ def test_details_change_without_touching_the_lamp() -> None:
     assert picture.set_details("100@ext-local", name="Anna", groups=("Sales",))
     assert not picture.set_details("100@ext-local", name="Anna")
     assert picture.index.keys_holding("CustomPresence:100") == ["100@ext-local"]
-    picture.set_details("100@ext-local", presence=Presence("dnd", "meeting", "until 3pm"))
+    picture.set_details("100@ext-local", presence=Presence("dnd", "meeting", "until 3pm", since=4.5))
     pub = picture.publication(2, now=5.0, full=False)
     extension = json.loads(pub.changed["100@ext-local"])
     assert extension["name"] == "Anna" and extension["groups"] == ["Sales"]
-    assert extension["presence"] == {"state": "dnd", "subtype": "meeting", "message": "until 3pm"}
+    assert extension["presence"] == {
+        "state": "dnd",
+        "subtype": "meeting",
+        "message": "until 3pm",
+        "since": 4.5,
+    }
     assert extension["changed_at"] == 1.0 and extension["version"] == 2, "the lamp did not change"
     picture.apply(state("100", 1, hint="Custom:100,CustomPresence:100"), now=6.0)
     assert picture.extensions["100@ext-local"].details.name == "Anna", "a new state keeps the name"
@@ -164,3 +169,61 @@ def test_changes_key_holds_what_changed_in_the_last_versions() -> None:
     assert (
         json.loads(picture.publication(version + 1, now=0.0, full=False).changes)["whole_at"] == version + 1
     )
+
+
+# --- when a state began: told by events, never invented from a list (issue 13) ---
+
+
+def test_a_listed_state_has_an_unknown_start_and_an_event_a_known_one() -> None:
+    picture = PbxPicture(started_at=1000.0)
+    picture.replace_all([state("100", 0), state("101", 1)])  # the list at login: since when?
+    assert {k: r.changed_at for k, r in picture.extensions.items()} == {
+        "100@ext-local": UNKNOWN_START,
+        "101@ext-local": UNKNOWN_START,
+    }, "not the collector's start: a restart must not pass for the start of every state"
+    picture.apply(state("100", 8), now=1005.0)
+    assert picture.extensions["100@ext-local"].changed_at == 1005.0
+    # A login again (the link came back): what did not change keeps its start, what changed
+    # while we were away began at an unknown time.
+    picture.replace_all([state("100", 8), state("101", 0)])
+    assert picture.extensions["100@ext-local"].changed_at == 1005.0
+    assert picture.extensions["101@ext-local"].changed_at == UNKNOWN_START
+    # A new hint for the same status (a dialplan reload) is no new state.
+    picture.apply(state("100", 8, hint="PJSIP/100&Custom:100"), now=1010.0)
+    assert picture.extensions["100@ext-local"].changed_at == 1005.0
+    # A device state list (DeviceStateList at login) tells no start either.
+    picture.replace_all([state("102", 0, hint="Custom:102")], now=1.0)
+    assert picture.apply_device("Custom:102", "INUSE", UNKNOWN_START) == 1
+    assert picture.extensions["102@ext-local"].changed_at == UNKNOWN_START
+    snapshot = json.loads(picture.publication(1, now=1020.0, full=True).snapshot)
+    assert snapshot["extensions"]["102@ext-local"]["changed_at"] == 0
+
+
+def test_a_call_state_of_unknown_start_begins_with_its_newest_call() -> None:
+    picture = PbxPicture(started_at=5000.0)
+    picture.replace_all(
+        [state("100", 1), state("101", 0), state("102", 16), state("103", 8), state("104", 1)]
+    )
+    picture.publication(1, now=5000.0, full=False)
+    up = {"direction": "in", "party_name": "", "party_number": "7", "state": "up"}
+    picture.set_details("100@ext-local", calls=({**up, "since": 1277.0}, {**up, "since": 4000.0}))
+    picture.set_details("101@ext-local", calls=({**up, "since": 1277.0},))  # idle: not its start
+    picture.set_details(
+        "102@ext-local", calls=({**up, "since": 1277.0, "state": "hold"},)
+    )  # hold began later
+    picture.set_details("103@ext-local", calls=({**up, "since": 4988.0, "state": "ringing"},))
+    picture.set_details("104@ext-local", calls=({**up, "since": 0.0},))  # its call's start unknown too
+    dated = [picture.start_from_calls(key) for key in sorted(picture.extensions)]
+    assert dated == [True, False, False, True, False]
+    starts = {k: r.changed_at for k, r in picture.extensions.items()}
+    assert starts == {
+        "100@ext-local": 4000.0,
+        "101@ext-local": UNKNOWN_START,
+        "102@ext-local": UNKNOWN_START,
+        "103@ext-local": 4988.0,
+        "104@ext-local": UNKNOWN_START,
+    }
+    extension = json.loads(picture.publication(2, now=5000.0, full=False).changed["100@ext-local"])
+    assert extension["changed_at"] == 4000.0 and extension["version"] == 2
+    picture.apply(state("100", 0), now=5001.0)
+    assert not picture.start_from_calls("100@ext-local"), "a known start is kept"

@@ -143,19 +143,128 @@ def test_oob_adds_hx_swap_oob(renderer: Renderer) -> None:
     assert root.attrs["id"] == "ext-105"
 
 
-def test_tile_shows_since_as_time_element(renderer: Renderer) -> None:
-    ext = extension("busy")
-    root = only_root(renderer.tile(ext, "ext-105", "105", oob=False))
-    times = [e for e in root.walk() if e.tag == "time"]
-    assert len(times) == 1
-    expected = tile_context(ext, "ext-105", "105")
-    assert times[0].attrs["datetime"] == expected["since_iso"]
-    assert "".join(times[0].text).strip() == f"since {expected['since']}"
+NOW = 1_700_000_000.0 + 725  # the render time: 12:05 after `extension()`'s changed_at
 
 
-def test_tile_without_change_time_has_no_time(renderer: Renderer) -> None:
-    root = only_root(renderer.tile(extension(changed_at=0), "ext-105", "105", oob=False))
-    assert not [e for e in root.walk() if e.tag == "time"]
+def durations(root: Element) -> dict[str, tuple[str, str, str]]:
+    """The running durations of a tile, by the class of the line holding them: (datetime,
+    style, title of the time or of its line)."""
+    found = {}
+    for time in (e for e in root.walk() if e.tag == "time"):
+        assert "ticking" in time.classes and not "".join(time.text).strip(), "CSS writes the figure"
+        holder = time if "since" in time.classes else time.parent
+        line = "since" if holder is time else holder.classes[0]
+        found[line] = (time.attrs["datetime"], time.attrs["style"], holder.attrs.get("title", ""))
+    return found
+
+
+def test_the_state_shows_how_long_it_has_lasted() -> None:
+    root = only_root(Renderer(clock=lambda: NOW).tile(extension("busy"), "ext-105", "105", oob=False))
+    at = tiles.clock(1_700_000_000.0)
+    assert durations(root) == {"since": (tiles.iso(1_700_000_000.0), "--since:1700000000", f"since {at}")}
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d[+-]\d{4}", tiles.iso(1_700_000_000.0))
+    assert "since" not in " ".join(root.all_text().split()), "a duration, not a clock time, on screen"
+
+
+def test_a_start_the_pbx_did_not_tell_shows_no_invented_duration() -> None:
+    root = only_root(Renderer(clock=lambda: NOW).tile(extension(changed_at=0), "ext-105", "105", oob=False))
+    assert durations(root) == {}
+    (label,) = [e for e in root.walk() if "label" in e.classes]
+    assert label.attrs["title"] == "Free, since before the panel connected to the PBX"
+    known = only_root(Renderer(clock=lambda: NOW).tile(extension(), "ext-105", "105", oob=False))
+    assert "title" not in [e for e in known.walk() if "label" in e.classes][0].attrs
+
+
+def test_calls_presence_and_pauses_show_their_own_durations() -> None:
+    ext = extension(
+        "inuse_ringing",
+        calls=[
+            {
+                "direction": "out",
+                "party_name": "Anna",
+                "party_number": "101",
+                "since": NOW - 65,
+                "state": "up",
+            },
+            {
+                "direction": "in",
+                "party_name": "",
+                "party_number": "+4930",
+                "since": NOW - 12,
+                "state": "ringing",
+            },
+        ],
+        presence={"state": "away", "subtype": "", "message": "Lunch", "since": NOW - 3905},
+        queues=[{"queue": "support", "paused": True, "reason": "lunch", "paused_since": NOW - 30}],
+    )
+    root = only_root(Renderer(clock=lambda: NOW).tile(ext, "ext-105", "105", oob=False))
+    calls = [e for e in root.walk() if "call" in e.classes]
+    styles = [[t.attrs["style"] for t in call.walk() if t.tag == "time"] for call in calls]
+    assert styles == [[f"--since:{int(NOW - 65)}"], [f"--since:{int(NOW - 12)}"]], (
+        "a ringing call shows how long it rings"
+    )
+    assert calls[1].attrs["title"] == f"from +4930, ringing, since {tiles.clock(NOW - 12)}"
+    found = durations(root)
+    assert found["presence"][1:] == (
+        f"--since:{int(NOW - 3905)}",
+        f"Away: Lunch, since {tiles.clock(NOW - 3905)}",
+    )
+    assert found["pause"][1:] == (f"--since:{int(NOW - 30)}", f"Paused: lunch, since {tiles.clock(NOW - 30)}")
+    assert found["since"][1] == "--since:1700000000"
+    # Lines of detail in the order they matter: the calls, the pause, presence, the state's.
+    order = [e.classes[0] for e in root.children if "more" in e.classes]
+    assert order == ["call", "call", "pause", "presence", "since", "queues"]
+
+
+def test_unknown_starts_of_calls_and_presence_show_no_duration() -> None:
+    ext = extension(
+        "inuse",
+        changed_at=0,
+        calls=[{"direction": "in", "party_name": "Bo", "party_number": "7", "since": 0, "state": "up"}],
+        presence={"state": "dnd", "subtype": "", "message": "", "since": 0.0},
+    )
+    root = only_root(Renderer(clock=lambda: NOW).tile(ext, "ext-105", "105", oob=False))
+    assert durations(root) == {}
+
+
+def test_every_text_that_may_be_cut_has_its_whole_text_in_a_title() -> None:
+    name = "Maximiliane Kowalczyk-Schneider" + HOSTILE
+    ext = extension(
+        "inuse",
+        name=name,
+        calls=[
+            {
+                "direction": "in",
+                "party_name": "Anna Smith",
+                "party_number": "101",
+                "since": NOW,
+                "state": "hold",
+            }
+        ],
+        presence={"state": "dnd", "subtype": "", "message": "In a meeting until 3pm" + HOSTILE, "since": 0},
+    )
+    html = Renderer(clock=lambda: NOW).tile(ext, "ext-105", "105", oob=True)
+    root = only_root(html)
+    assert "<script" not in html
+    titles = {e.classes[0]: e.attrs.get("title") for e in root.walk() if e.classes}
+    assert titles["name"] == name
+    assert titles["call"] == f"from Anna Smith (101), on hold, since {tiles.clock(NOW)}"
+    assert titles["presence"] == f"Do not disturb: In a meeting until 3pm{HOSTILE}"
+    (what,) = [e for e in root.walk() if "what" in e.classes and "call" in e.parent.classes]
+    assert "".join(what.text).strip() == "Anna Smith (101), on hold" and what.children[0].text == ["from"]
+
+
+def test_a_tile_is_focusable_in_reading_order() -> None:
+    root = only_root(Renderer().tile(extension(), "ext-105", "105", oob=True))
+    assert root.attrs["tabindex"] == "0", "Tab reaches it in the order of the page"
+    assert only_root(Renderer().tile(None, "ext-9", "9", oob=False)).attrs["tabindex"] == "0"
+
+
+def test_the_css_counts_hours_minutes_and_seconds() -> None:
+    css = (STATIC / "panel.css").read_text()
+    assert "@counter-style elapsed-tens" in css and "counter(elapsed-hrs, elapsed-hours)" in css
+    assert re.search(r"\.tile:focus-visible\s*\{[^}]*outline:\s*3px solid", css), "a visible focus ring"
+    assert ":is(:hover, :focus-within)" in css
 
 
 def test_tile_has_a_lamp_hidden_from_screen_readers(renderer: Renderer) -> None:
@@ -373,7 +482,8 @@ def test_view_urls_are_relative_and_local(name: str) -> None:
     stylesheets = [
         e.attrs["href"] for e in tree.elements() if e.tag == "link" and e.attrs.get("rel") == "stylesheet"
     ]
-    assert stylesheets == ["static/panel.css"]
+    assert stylesheets[0] == "static/panel.css"
+    assert set(stylesheets) <= {"static/panel.css", "static/controls.css"}, "our own files only"
 
 
 @pytest.mark.parametrize("name", ["page.html", "embed.html", "error.html"])
@@ -426,7 +536,9 @@ def test_no_demo_badge_on_a_real_pbx(name: str) -> None:
 def test_embed_has_no_chrome() -> None:
     _, tree = render_view("embed.html", demo=False)
     tags = {e.tag for e in tree.elements()}
-    assert "header" not in tags and "h1" not in tags
+    assert "header" not in tags
+    headings = [e for e in tree.elements() if e.tag == "h1"]
+    assert all("visually-hidden" in e.classes for e in headings), "a heading for screen readers only"
     assert not [e for e in tree.elements() if "legend" in e.classes]
 
 

@@ -19,6 +19,7 @@ from app.auth.proxy import ProxyDenied, ProxyUsers
 from app.auth.sessions import SessionCodec
 from app.auth.throttle import Throttle
 from app.auth.users import User, UsersFile
+from app.i18n import LANGUAGES, N_, negotiate, translations
 from app.scope import ALL
 from app.settings import Settings
 
@@ -33,8 +34,19 @@ STREAM_PATHS = ("/embed", "/events")  # and /api/: answered 401, never redirecte
 # Who the current request is, for the templates (the sign-out button): (user, csrf token).
 visitor: contextvars.ContextVar[tuple[User, str] | None] = contextvars.ContextVar("visitor", default=None)
 
+FORBIDDEN = N_("Forbidden.")
+NOT_SIGNED_IN = N_("Not signed in.")
+CROSS_SITE = N_("Forbidden: cross-site request.")
+# The sentences app/auth/tokens.py gives a refused embed frame: translated here, where they are sent.
+TOKEN_MESSAGES = (
+    N_("This embed link is not valid."),
+    N_("This embed link has expired: reload the page that shows it."),
+)
+
 
 class Denied(Exception):
+    """`message`: English, as marked (N_) where written; translated where it is sent."""
+
     def __init__(self, status: int, message: str) -> None:
         super().__init__(message)
         self.status = status
@@ -63,6 +75,7 @@ class Auth:
                 settings.trusted_proxies,
                 settings.proxy_user_header,
                 settings.proxy_groups_header,
+                settings.proxy_extension_header,
             )
             auth.proxy.grants.current()
         if settings.secret_key:
@@ -74,6 +87,21 @@ def route_path(scope: Scope) -> str:
     path: str = scope["path"]
     root = scope.get("root_path", "")
     return path[len(root) :] if root and path.startswith(root + "/") else path
+
+
+def request_language(scope: Scope, configured: str) -> str:
+    """The language of a request's words: a stream's `?lang=` (its page's, app.main), else
+    `configured` (LANGUAGE), else the browser's Accept-Language (i18n.negotiate)."""
+    asked = parse_qs(scope.get("query_string", b"").decode("latin-1")).get("lang", [""])[0]
+    if asked in LANGUAGES:
+        return asked
+    accept = next((value for name, value in scope.get("headers", ()) if name == b"accept-language"), b"")
+    return negotiate(accept.decode("latin-1"), configured)
+
+
+def said(scope: Scope, configured: str, message: str) -> str:
+    """`message` (an English sentence marked N_ where written) in the request's language."""
+    return translations(request_language(scope, configured)).gettext(message)
 
 
 def peer_of(scope: Scope) -> str:
@@ -101,10 +129,10 @@ def identify(scope: Scope, auth: Auth) -> User:
             return auth.proxy.identify(scope["headers"], peer_of(scope))
         except ProxyDenied as denied:
             log.warning("AUTH=proxy: %s %s refused (%d): %s", scope["method"], path, denied.status, denied)
-            raise Denied(denied.status, "Forbidden." if denied.status == 403 else "Not signed in.") from None
+            raise Denied(denied.status, FORBIDDEN if denied.status == 403 else NOT_SIGNED_IN) from None
     user, _ = session_user(scope, auth)
     if user is None:
-        raise Denied(401, "Not signed in.")
+        raise Denied(401, NOT_SIGNED_IN)
     return user
 
 
@@ -142,7 +170,8 @@ def denied_response(denied: Denied, scope: Scope, auth: Auth) -> Response:
     page = path not in STREAM_PATHS and not path.startswith("/api/") and scope["method"] in ("GET", "HEAD")
     if denied.status == 401 and page and auth.settings.auth_mode == "users":
         return RedirectResponse(f"{scope.get('root_path', '')}/signin", status_code=303)
-    return PlainTextResponse(denied.message, status_code=denied.status, headers={"Cache-Control": "no-store"})
+    message = said(scope, auth.settings.language, denied.message)
+    return PlainTextResponse(message, status_code=denied.status, headers={"Cache-Control": "no-store"})
 
 
 def admit(scope: Scope, user: User) -> None:
@@ -176,7 +205,8 @@ class Door:
             log.warning(
                 "%s %s from %s refused: a form sent from another site", scope["method"], path, peer_of(scope)
             )
-            await PlainTextResponse("Forbidden: cross-site request.", status_code=403)(scope, receive, send)
+            refused = said(scope, self.auth.settings.language, CROSS_SITE)
+            await PlainTextResponse(refused, status_code=403)(scope, receive, send)
             return
         if path in OPEN_PATHS or path.startswith("/static/"):
             await self.app(scope, receive, send)

@@ -13,6 +13,7 @@ from app.auth.files import WatchedFile
 from app.auth.users import ROLES, User, make_user
 from app.schema import MAX_NAME, clean_text
 from app.scope import Scope, ScopeError, parse_scope
+from app.states import EXTEN_RE
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +57,18 @@ def parse_grants(text: str, source: str) -> tuple[tuple[Grant, ...], list[str]]:
     return tuple(grants), problems
 
 
+def _one_extension(values: list[bytes], name: str) -> str | None:
+    """The user's own extension from PROXY_EXTENSION_HEADER: one valid extension, or none
+    (logged: a proxy that sends a bad one is misconfigured, and the user cannot act)."""
+    if not values:
+        return None
+    text = values[0].decode("ascii", "replace").strip()
+    if len(values) == 1 and EXTEN_RE.fullmatch(text):
+        return text
+    log.warning("AUTH=proxy: user %r: the extension header is not one extension; no actions", name)
+    return None
+
+
 def trusted(address: str, networks: Networks) -> bool:
     try:
         ip = ipaddress.ip_address(address.split("%", 1)[0])
@@ -67,11 +80,19 @@ def trusted(address: str, networks: Networks) -> bool:
 
 
 class ProxyUsers:
-    def __init__(self, scopes_file: str, networks: Networks, user_header: str, groups_header: str) -> None:
+    def __init__(
+        self,
+        scopes_file: str,
+        networks: Networks,
+        user_header: str,
+        groups_header: str,
+        extension_header: str = "",
+    ) -> None:
         self.grants = WatchedFile(scopes_file, parse_grants, ())
         self.networks = networks
         self.user_header = user_header.encode()  # lower case, as ASGI gives names
         self.groups_header = groups_header.encode()
+        self.extension_header = extension_header.encode() if extension_header else None
 
     def identify(self, headers: list[tuple[bytes, bytes]], peer: str) -> User:
         users = [value for name, value in headers if name == self.user_header]
@@ -91,5 +112,10 @@ class ProxyUsers:
         }
         for grant in self.grants.current():  # the first listed group of the user decides
             if grant.group in mine:
-                return make_user(name, grant.role, grant.scope, None)
+                return make_user(name, grant.role, grant.scope, self._extension(headers, name))
         raise ProxyDenied(403, f"user {name!r}: none of their groups is in PROXY_SCOPES_FILE")
+
+    def _extension(self, headers: list[tuple[bytes, bytes]], name: str) -> str | None:
+        if self.extension_header is None:
+            return None
+        return _one_extension([value for key, value in headers if key == self.extension_header], name)

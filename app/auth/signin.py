@@ -17,14 +17,17 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Route
 
-from app.auth.identify import Auth, peer_of, session_user
+from app.auth.identify import Auth, peer_of, request_language, session_user
 from app.auth.users import check_password
+from app.i18n import N_, translations
 from app.schema import MAX_NAME, clean_text
 
 log = logging.getLogger(__name__)
 
 CSRF_FIELD = "csrf"
-WRONG = "Wrong name or password."
+WRONG = N_("Wrong name or password.")
+THROTTLED = N_("Too many failed sign-ins: try again in %(seconds)d s.")
+EXPIRED_FORM = N_("The form has expired or did not come from this panel: reload the page and try again.")
 
 
 def csrf_token(request: Request) -> str:
@@ -47,9 +50,7 @@ async def checked_form(request: Request) -> FormData:
             request.url.path,
             peer_of(request.scope),
         )
-        raise HTTPException(
-            403, "The form has expired or did not come from this panel: reload the page and try again."
-        )
+        raise HTTPException(403, EXPIRED_FORM)  # app.main's error page translates it
     return form
 
 
@@ -59,13 +60,17 @@ def _page(
     message: str = "",
     name: str = "",
     headers: dict[str, str] | None = None,
+    **values: object,
 ) -> Response:
+    """The sign-in page in the request's language: `message` (marked N_) translated and
+    filled with `values`."""
     renderer = request.app.state.hub.renderer
+    lang = request_language(request.scope, request.app.state.settings.language)
     html = renderer.page(
         "signin.html",
-        title=request.app.state.settings.panel_title,
+        lang,
         csrf=csrf_token(request),
-        message=message,
+        message=translations(lang).gettext(message) % values if message else "",
         user_name=name,
     )
     return HTMLResponse(html, status_code=status, headers={"Cache-Control": "no-store", **(headers or {})})
@@ -90,13 +95,7 @@ async def signin(request: Request) -> Response:
             "sign-in as %r from %s refused unchecked: too many failures, %.0f s to wait", name, address, wait
         )
         seconds = max(1, round(wait))
-        return _page(
-            request,
-            429,
-            f"Too many failed sign-ins: try again in {seconds} s.",
-            name,
-            {"Retry-After": str(seconds)},
-        )
+        return _page(request, 429, THROTTLED, name, {"Retry-After": str(seconds)}, seconds=seconds)
     account = auth.users.account(name)
     # argon2 takes ~50 ms of CPU: off the event loop, or every viewer's stream waits for it.
     if not await asyncio.to_thread(check_password, account, password):

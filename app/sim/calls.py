@@ -23,7 +23,6 @@ DOWN, RING, RINGING, UP = 0, 4, 5, 6
 TRUNK = "trunk"  # the PJSIP endpoint outside calls come in on
 TRUNK_CONTEXT = "from-trunk"
 OUTSIDE_NUMBER = re.compile(r"\+?[0-9]{3,20}")
-_NORMAL_CLEARING = (("Cause", 16), ("Cause-txt", "Normal Clearing"))
 
 
 @dataclass(eq=False)
@@ -77,16 +76,32 @@ class Bridge:
     technology: str = "simple_bridge"
     channels: int = 0
 
-    def headers(self) -> list[Header]:
+    def headers(self, prefix: str = "") -> list[Header]:
+        """manager_bridges.c ast_manager_build_bridge_state_string_prefix(): `prefix` is
+        "Orig" or "Second" in an AttendedTransfer."""
         return [
-            ("BridgeUniqueid", self.id),
-            ("BridgeType", "basic"),
-            ("BridgeTechnology", self.technology),
-            ("BridgeCreator", "<unknown>"),
-            ("BridgeName", "<unknown>"),
-            ("BridgeNumChannels", self.channels),
-            ("BridgeVideoSourceMode", "none"),
+            (f"{prefix}BridgeUniqueid", self.id),
+            (f"{prefix}BridgeType", "basic"),
+            (f"{prefix}BridgeTechnology", self.technology),
+            (f"{prefix}BridgeCreator", "<unknown>"),
+            (f"{prefix}BridgeName", "<unknown>"),
+            (f"{prefix}BridgeNumChannels", self.channels),
+            (f"{prefix}BridgeVideoSourceMode", "none"),
         ]
+
+
+def enter_bridge(bridge: Bridge, channel: Channel) -> bytes:
+    """`channel` joins `bridge`: the BridgeEnter event (its count includes the newcomer)."""
+    bridge.channels += 1
+    channel.bridge_id = bridge.id
+    return bridge_event("BridgeEnter", bridge, channel)
+
+
+def leave_bridge(bridge: Bridge, channel: Channel) -> bytes:
+    """`channel` leaves `bridge`: the BridgeLeave event (its count without the leaver)."""
+    bridge.channels -= 1
+    channel.bridge_id = ""
+    return bridge_event("BridgeLeave", bridge, channel)
 
 
 @dataclass(frozen=True)
@@ -109,22 +124,52 @@ class SimulatedCall:
     out) and moving the phones' device states in step: callee RINGING, caller INUSE, answered
     INUSE, the party hearing music on hold ONHOLD, NOT_INUSE at the end."""
 
-    def __init__(self, pbx: Pbx, caller: Party, callee: Party, *, channel: Channel | None = None) -> None:
-        """`channel`: the caller's channel, already up (a transferee dialled on to `callee`)."""
+    def __init__(
+        self,
+        pbx: Pbx,
+        caller: Party,
+        callee: Party,
+        *,
+        channel: Channel | None = None,
+        bridge: Bridge | None = None,
+    ) -> None:
+        """`channel`: the caller's channel, already up (a transferee dialled on to `callee`);
+        `bridge`: the one it waits in already, which the callee joins when it answers (an
+        attended transfer's consultation bridge)."""
         self.pbx = pbx
         self.caller = caller
         self.callee = callee
         self.held_by = ""
-        self._bridge: Bridge | None = None
+        self._bridge = bridge
         context = pbx.context if caller.exten else TRUNK_CONTEXT
         self.a = channel or pbx.open_channel(caller, context=context, exten=str(callee.exten), state=RING)
         self.b = pbx.open_channel(callee, context=pbx.context, exten="s", linkedid=self.a.linkedid)
-        self.state = "ringing"  # up, held, ended
+        self.state = "ringing"  # up, held, transferring (attended.py), ended
         self._ring(new_caller=channel is None)
 
     @property
     def ended(self) -> bool:
         return self.state == "ended"
+
+    @property
+    def bridge(self) -> Bridge | None:
+        """The call's bridge: None until answered, unless it waits in one (`bridge`)."""
+        return self._bridge
+
+    def party_of(self, channel: Channel) -> Party:
+        return self.caller if channel is self.a else self.callee
+
+    def other(self, channel: Channel) -> Channel:
+        """The channel at the other end from `channel`."""
+        return self.b if channel is self.a else self.a
+
+    def replace(self, gone: Channel, channel: Channel, party: Party) -> None:
+        """`channel` of `party` takes the place of `gone` in this call (an attended transfer
+        completed: the target is bridged with the transferee)."""
+        if gone is self.a:
+            self.a, self.caller = channel, party
+        else:
+            self.b, self.callee = channel, party
 
     def _ring(self, *, new_caller: bool = True) -> None:
         """The caller dials: both channels, the dial, the callee ringing."""
@@ -157,16 +202,20 @@ class SimulatedCall:
         self._bridge_up()
 
     def _bridge_up(self) -> None:
-        """The caller's channel comes up and both enter a new bridge, the callee's first."""
+        """The caller's channel comes up (a channel already up, a transferee's or an
+        originated one, says nothing: ast_setstate() is silent without a change) and both
+        enter a new bridge, the callee's first."""
         a, b = self.a, self.b
-        a.state = UP
-        self._emit(channel_event("Newstate", a))
-        bridge = self._bridge = Bridge(str(uuid.uuid4()))
-        self._emit(bridge_event("BridgeCreate", bridge))
+        if a.state != UP:
+            a.state = UP
+            self._emit(channel_event("Newstate", a))
+        bridge = self._bridge
+        if bridge is None:
+            bridge = self._bridge = Bridge(str(uuid.uuid4()))
+            self._emit(bridge_event("BridgeCreate", bridge))
         for channel in (b, a):
-            bridge.channels += 1
-            channel.bridge_id = bridge.id
-            self._emit(bridge_event("BridgeEnter", bridge, channel))
+            if channel.bridge_id != bridge.id:
+                self._emit(enter_bridge(bridge, channel))
         bridge.technology = "native_rtp"
         self.state = "up"
 
@@ -221,35 +270,57 @@ class SimulatedCall:
         self._expect("up")
         bridge = self._bridge
         assert bridge is not None
-        transferee = self.b if transferer is self.a else self.a
+        transferee = self.other(transferer)
         self._emit(blind_transfer_event(transferer, transferee, bridge, context, exten))
-        self._leave(bridge, transferer)
-        self._emit(channel_event("Hangup", transferer, *_NORMAL_CLEARING))
-        self.pbx.close_channel(transferer)
-        self._leave(bridge, transferee)
+        self._emit(leave_bridge(bridge, transferer))
+        hang_up_channel(self.pbx, transferer)
+        self._emit(leave_bridge(bridge, transferee))
         self._emit(bridge_event("BridgeDestroy", bridge))
-        self.state = "ended"
-        self.pbx.end_call(self)
-        transferee.context, transferee.exten, transferee.priority = context, exten, 1
-        transferee.application, transferee.app_data = "Dial", f"PJSIP/{exten},30"
+        self._end(keep=(transferee,))
+        go_to(transferee, context, exten)
         return transferee
 
-    def picked_up(self, picker: Party) -> Party:
-        """`picker`'s phone, originated into PickupChan(<callee's phone>), takes the ringing
-        call: its channel comes up, the Pickup event (main/pickup.c: the picker's channel,
-        the ringing one as Target*), the ringing leg ends, and the caller is bridged with the
-        picker. Returns the party that rang. Read from pickup.c and app_dial.c, no transcript."""
+    def redirectable(self, *moving: Channel) -> bool:
+        """Whether a Redirect can take `moving` (channels of this call) elsewhere: an
+        answered call's channels, or the caller of a ringing one (its Dial is cancelled)."""
+        if self.state == "ringing":
+            return moving == (self.a,)
+        return self.state in ("up", "held") and all(self.channel(c.name) is c for c in moving)
+
+    def redirected(self, *moving: Channel) -> None:
+        """Redirect of `moving` (manager.c action_redirect(): an async goto that discards the
+        bridge): answered, they leave the bridge and a party left alone is hung up (a basic
+        two-party bridge dissolves); ringing, the caller's Dial is cancelled and the ringing
+        leg hung up. Each moving channel is then free to go on in the dialplan (`go_to`)."""
+        if self.state == "held":
+            self.unhold()
+        if self.state == "ringing":
+            self._emit(dial_event("DialEnd", self.a, self.b, ("DialStatus", "CANCEL")))
+            hang_up_channel(self.pbx, self.b)
+        else:
+            self._expect("up")
+            bridge = self._bridge
+            assert bridge is not None
+            alone = [c for c in (self.a, self.b) if c not in moving]
+            for channel in (*moving, *alone):
+                self._emit(leave_bridge(bridge, channel))
+            self._emit(bridge_event("BridgeDestroy", bridge))
+            for channel in alone:
+                hang_up_channel(self.pbx, channel)
+        self._end(keep=moving)
+
+    def picked_up(self, picker: Party, mine: Channel) -> Party:
+        """`picker`'s phone, originated into PickupChan(<callee's phone>) and answered
+        (`mine`, originate.py), takes the ringing call: the Pickup event (main/pickup.c: the
+        picker's channel, the ringing one as Target*), the ringing leg ends, and the caller
+        is bridged with the picker. Returns the party that rang. Read from pickup.c and
+        app_dial.c, no transcript."""
         self._expect("ringing")
         a, rang = self.a, self.callee
-        mine = self.pbx.open_channel(picker, context=self.pbx.context, exten="s", linkedid=a.linkedid)
-        self._emit(channel_event("Newchannel", mine))
-        mine.state, mine.application, mine.app_data = UP, "PickupChan", f"PJSIP/{rang.exten}"
-        self._emit(channel_event("Newstate", mine))
-        self.pbx.set_phone(picker, "INUSE")
+        mine.application, mine.app_data = "PickupChan", f"PJSIP/{rang.exten}"
         self._emit(pickup_event(mine, self.b))
         self._emit(dial_event("DialEnd", a, self.b, ("DialStatus", "ANSWER")))
-        self._emit(channel_event("Hangup", self.b, ("Cause", 26), ("Cause-txt", "Answered elsewhere")))
-        self.pbx.close_channel(self.b)
+        hang_up_channel(self.pbx, self.b, 26, "Answered elsewhere")
         self.pbx.set_phone(rang, "NOT_INUSE")
         a.connect(mine)
         self.b, self.callee = mine, picker
@@ -268,15 +339,17 @@ class SimulatedCall:
 
     def _finish(self, first: Channel, second: Channel) -> None:
         for channel in (first, second):
-            self._emit(channel_event("Hangup", channel, *_NORMAL_CLEARING))
-            self.pbx.close_channel(channel)
+            hang_up_channel(self.pbx, channel)
+        self._end()
+
+    def _end(self, keep: tuple[Channel, ...] = ()) -> None:
+        """The call is over; the phones of the channels in `keep` stay in use (their
+        channels live on in the dialplan), the others are free."""
         self.state = "ended"
-        self.pbx.end_call(self)
+        self.pbx.end_call(self, keep={p.exten for p in map(self.party_of, keep) if p.exten})
 
     def _leave(self, bridge: Bridge, channel: Channel) -> None:
-        bridge.channels -= 1
-        channel.bridge_id = ""
-        self._emit(bridge_event("BridgeLeave", bridge, channel))
+        self._emit(leave_bridge(bridge, channel))
 
     def _sides(self, by: str) -> tuple[Channel, Channel, Party]:
         """(holder's channel, held channel, held party)."""
@@ -292,6 +365,20 @@ class SimulatedCall:
 
     def _emit(self, data: bytes) -> None:
         self.pbx.emit(CALL, data)
+
+
+def hang_up_channel(pbx: Pbx, channel: Channel, cause: int = 16, text: str = "Normal Clearing") -> None:
+    """The Hangup event of `channel` (Q.850 `cause` and its text, main/channel.c causes[]),
+    and the channel is gone."""
+    pbx.emit(CALL, channel_event("Hangup", channel, ("Cause", cause), ("Cause-txt", text)))
+    pbx.close_channel(channel)
+
+
+def go_to(channel: Channel, context: str, exten: str) -> None:
+    """`channel` goes on in the dialplan at `context`,`exten`,1, whose extensions run
+    `Dial(PJSIP/${EXTEN},30)` (the next call: `Pbx.dial_on`)."""
+    channel.context, channel.exten, channel.priority = context, exten, 1
+    channel.application, channel.app_data = "Dial", f"PJSIP/{exten},30"
 
 
 def call_schedule(

@@ -17,9 +17,8 @@ from dataclasses import dataclass
 
 from app.settings import MAX_EXTENSIONS
 from app.sim.boot import Booting
-from app.sim.calls import DOWN, OUTSIDE_NUMBER, Channel, Party, SimulatedCall, call_schedule
+from app.sim.calls import DOWN, OUTSIDE_NUMBER, Channel, Party, SimulatedCall, call_schedule, hang_up_channel
 from app.sim.events import (
-    channel_event,
     core_show_channel,
     device_state_change,
     endpoint_detail,
@@ -27,6 +26,7 @@ from app.sim.events import (
     presence_state_change,
     presence_status,
 )
+from app.sim.legs import Leg
 from app.sim.names import check_name, generated_name
 from app.sim.queues import Queues
 from app.sim.wire import CALL, error, event_list, wire_text
@@ -138,6 +138,7 @@ class Pbx(Booting):
         self._presences: dict[str, Presence] = {}  # the stasis cache, newest last; lost on restart
         self._channels: dict[str, Channel] = {}  # name -> channel, oldest first
         self._calls: dict[str, SimulatedCall] = {}  # exten -> the call it is in
+        self.legs: dict[str, Leg] = {}  # exten -> its phone's leg in no call (legs.py)
         self._channel_seq = itertools.count()  # chan_pjsip's channel number (hex in names)
         self._uniqueid_seq = itertools.count()  # the counter after the dot of a Uniqueid
         self._set_extensions(extensions)
@@ -338,7 +339,7 @@ class Pbx(Booting):
             raise ValueError("a phone cannot call itself")
         source = self._party(caller, caller_name)
         for exten in (source.exten, callee):
-            if exten is not None and exten in self._calls:
+            if exten is not None and self.busy(exten):
                 raise ValueError(f"extension {exten} is already in a call")
         call = SimulatedCall(self, source, Party(callee, wire_text(self.name_of(callee)), callee))
         for exten in (source.exten, callee):
@@ -376,9 +377,9 @@ class Pbx(Booting):
     def dial_on(self, channel: Channel, party: Party, callee: str) -> SimulatedCall | None:
         """A channel already up (a transferee) dials extension `callee`; when that is no
         free extension, Dial fails and the channel is hung up (None)."""
-        if callee not in self._hints or callee in self._calls or callee == party.exten:
-            self.emit(CALL, channel_event("Hangup", channel, ("Cause", 17), ("Cause-txt", "User busy")))
-            self.close_channel(channel)
+        if callee not in self._hints or self.busy(callee) or callee == party.exten:
+            hang_up_channel(self, channel, 17, "User busy")
+            self.set_phone(party, "NOT_INUSE")
             return None
         call = SimulatedCall(
             self, party, Party(callee, wire_text(self.name_of(callee)), callee), channel=channel
@@ -388,18 +389,26 @@ class Pbx(Booting):
                 self._calls[exten] = call
         return call
 
-    def pick_up(self, picker: str, ringing: str) -> SimulatedCall | None:
-        """Extension `picker` (free) picks up the call ringing at extension `ringing`; None
-        when there is no such call (PickupChan finds nothing: the picker's channel hangs up)."""
+    def pick_up(self, picker: str, ringing: str, channel: Channel) -> SimulatedCall | None:
+        """Extension `picker`'s answered `channel` (originate.py) picks up the call ringing at
+        extension `ringing`; None when there is no such call (PickupChan finds nothing)."""
         call = self._calls.get(ringing)
-        if call is None or call.state != "ringing" or call.callee.exten != ringing or picker in self._calls:
+        if call is None or call.state != "ringing" or call.callee.exten != ringing or self.busy(picker):
             return None
-        if picker not in self._hints:
-            return None
-        call.picked_up(self._party(picker, None))
-        del self._calls[ringing]
-        self._calls[picker] = call
+        rang = call.picked_up(self._party(picker, None), channel)
+        self.hand_over(call, rang, call.callee)
         return call
+
+    def hand_over(self, call: SimulatedCall, gone: Party, come: Party) -> None:
+        """`come`'s phone takes `gone`'s place in `call` (a pickup, an attended transfer)."""
+        if gone.exten is not None:
+            self._calls.pop(gone.exten, None)
+        if come.exten is not None:
+            self._calls[come.exten] = call
+
+    def busy(self, exten: str) -> bool:
+        """Whether a phone is in a call or a leg of its own (ringing for an Originate...)."""
+        return exten in self._calls or exten in self.legs
 
     def call_of(self, channel: str) -> SimulatedCall | None:
         """The call a channel (by name) is in."""
@@ -417,6 +426,9 @@ class Pbx(Booting):
 
     def has_channel(self, name: str) -> bool:
         return name in self._channels
+
+    def channel(self, name: str) -> Channel | None:
+        return self._channels.get(name)
 
     def open_channel(
         self, party: Party, *, context: str, exten: str, state: int = DOWN, linkedid: str = ""
@@ -439,18 +451,23 @@ class Pbx(Booting):
 
     def close_channel(self, channel: Channel) -> None:
         self._channels.pop(channel.name, None)
+        for leg in list(self.legs.values()):  # ChanSpy follows the channel it listens to
+            leg.channel_closed(channel)
 
     def set_phone(self, party: Party, state: str) -> None:
         """A call moved a phone: its device (the hint's Custom:N) follows."""
         if party.exten is not None and party.exten in self._hints:
             self._change_device(f"Custom:{party.exten}", state)
 
-    def end_call(self, call: SimulatedCall, *, quiet: bool = False) -> None:
-        """Free the call's phones; they are idle again (silently after a restart)."""
+    def end_call(self, call: SimulatedCall, *, quiet: bool = False, keep: Iterable[str] = ()) -> None:
+        """Free the call's phones; they are idle again (silently after a restart) unless in
+        `keep` (their channel lives on, to dial again)."""
         for party in (call.caller, call.callee):
             if party.exten is None or self._calls.get(party.exten) is not call:
                 continue
             del self._calls[party.exten]
+            if party.exten in keep:
+                continue
             if quiet:
                 self._devices[f"Custom:{party.exten}"] = "NOT_INUSE"
             else:
@@ -470,6 +487,10 @@ class Pbx(Booting):
         """What a restart loses: calls, channels, the presence list; not astdb nor devices."""
         for call in self.calls:  # the calls die with the PBX; nobody is left to tell
             call.drop()
+        for exten, leg in list(self.legs.items()):  # its phone is idle again, as a call's
+            leg.drop()
+            self._devices[f"Custom:{exten}"] = "NOT_INUSE"
+        self.legs.clear()
         self._channels.clear()
         self._presences.clear()  # the stasis cache is gone; astdb keeps the presences
         self._channel_seq, self._uniqueid_seq = itertools.count(), itertools.count()

@@ -102,6 +102,7 @@ class Session:
             "queuepenalty": self._queue_change,
             "originate": self._moving(transfers.originate),
             "blindtransfer": self._moving(transfers.blind_transfer),
+            "redirect": self._moving(transfers.redirect),
             "atxfer": self._moving(transfers.atxfer),
         }
 

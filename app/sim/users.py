@@ -51,6 +51,7 @@ ACTIONS: dict[str, tuple[str, str, int]] = {
         ("QueueRemove", "Remove interface from queue.", _class_mask("agent")),
         ("QueueStatus", "Show queue status.", 0),
         ("QueueSummary", "Show queue summary.", 0),
+        ("Redirect", "Redirect (transfer) a call.", _class_mask("call")),
         ("Setvar", "Sets a channel variable or function value.", _class_mask("call")),
     )
 }

@@ -147,3 +147,23 @@ def test_grants_and_trusted_addresses() -> None:
     networks = load_settings(environ={"TRUSTED_PROXIES": "10.0.0.0/24, ::1"}, env_file=None).trusted_proxies
     assert trusted("10.0.0.9", networks) and trusted("::ffff:10.0.0.9", networks) and trusted("::1", networks)
     assert not trusted("10.0.1.9", networks) and not trusted("not an address", networks)
+
+
+def test_the_proxy_names_the_users_own_extension_or_none(tmp_path: Path) -> None:
+    from app.auth.proxy import ProxyUsers
+
+    grants = tmp_path / "grants"
+    grants.write_text(GRANTS)
+    networks = load_settings(environ={"TRUSTED_PROXIES": "127.0.0.1"}, env_file=None).trusted_proxies
+    proxy = ProxyUsers(str(grants), networks, "remote-user", "remote-groups", "remote-extension")
+
+    def user(*extension: bytes):
+        headers = [(b"remote-user", b"anna"), (b"remote-groups", b"sales")]
+        return proxy.identify(headers + [(b"remote-extension", value) for value in extension], "127.0.0.1")
+
+    assert user(b"101").extension == "101"
+    assert user().extension is None, "no header: no actions"
+    assert user(b"101; drop").extension is None and user(b"101", b"102").extension is None
+    plain = ProxyUsers(str(grants), networks, "remote-user", "remote-groups")
+    headers = [(b"remote-user", b"anna"), (b"remote-groups", b"sales"), (b"remote-extension", b"101")]
+    assert plain.identify(headers, "127.0.0.1").extension is None, "the header counts only when configured"
