@@ -6,13 +6,11 @@ own phone at that moment, never a name from the form; every outcome is one audit
 
 from __future__ import annotations
 
-import collections
 import hmac
 import logging
 import re
-import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from html import escape
 
 from starlette.datastructures import FormData
@@ -24,11 +22,13 @@ from app.action_session import ActionSession, Frame, PbxUnreachable
 from app.auth.identify import peer_of, request_language
 from app.auth.users import User
 from app.calls import channel_device
-from app.i18n import N_, translations
+from app.i18n import N_
 from app.look import TILE_ACTIONS
+from app.said import Said
 from app.schema import ExtensionJSON, QueueJSON, clean_text
 from app.settings import ACTION_NAMES, Settings
 from app.states import EXTEN_RE
+from app.store import StoreError
 from app.tiles import PRESENCE_LABELS
 
 log = logging.getLogger(__name__)
@@ -52,7 +52,7 @@ WRITE_CLASSES = "call,originate,reporting,agent"
 PRESENCES = ("available", "away", "dnd", "xa", "chat", "unavailable")
 PHONE_TECHS = ("PJSIP", "SIP", "IAX2", "DAHDI")
 MAX_REASON = 60
-RATE_WINDOW = 60.0  # ACTION_RATE counts the actions of the last minute
+RATE_WINDOW = 60  # seconds: ACTION_RATE counts the actions of a minute
 ORIGINATE_TIMEOUT = "30000"  # ms the actor's own phone may ring before Originate gives up
 
 # The PBX's error texts (main/manager.c) as a person reads them.
@@ -67,33 +67,12 @@ PBX_WORDS = {
 }
 
 
-@dataclass(frozen=True)
-class Said:
-    """A sentence for the actor: `message` English, marked N_ where written, filled with
-    `values` (a value that is itself Said is translated too). str() is the English of the
-    audit line (logs stay English); `in_(lang)` is what the actor reads on the tile."""
-
-    message: str
-    values: Mapping[str, object] = field(default_factory=dict)
-
-    def __str__(self) -> str:
-        return self.message % {name: str(v) if isinstance(v, Said) else v for name, v in self.values.items()}
-
-    def in_(self, lang: str) -> str:
-        values = {name: v.in_(lang) if isinstance(v, Said) else v for name, v in self.values.items()}
-        return translations(lang).gettext(self.message) % values
-
-
-def said(message: str, **values: object) -> Said:
-    return Said(message, values)
-
-
 NO_CALL = N_("You have no call to transfer.")
 
 
 class Refused(Exception):
     def __init__(self, status: int, message: str, result: str = "refused", **values: object) -> None:
-        self.said = Said(message, values)
+        self.said = Said(message, **values)
         super().__init__(str(self.said))
         self.status, self.result = status, result
         self.target = ""  # the extension asked for, once the form is read (the audit line)
@@ -124,7 +103,6 @@ class Actions:
             settings.ami_action_secret,
             settings.action_idle_timeout,
         )
-        self._recent: dict[str, collections.deque[float]] = {}
         # Said at start, not at the first click: ACTIONS=on that can never act.
         if settings.auth_mode == "none" or (
             settings.auth_mode == "proxy" and not settings.proxy_extension_header
@@ -166,7 +144,7 @@ class Actions:
             target = refused.target
         except PbxUnreachable as error:
             status, result = 502, "pbx-error"
-            message = said(N_("Nothing was done: %(error)s."), error=str(error))
+            message = Said(N_("Nothing was done: %(error)s."), error=str(error))
         audit.info(
             "user=%r role=%s action=%s target=%r result=%s from=%s: %s",
             user.name,
@@ -208,7 +186,7 @@ class Actions:
         target = None
         asked = clean_text(str(form.get("target", "")), 20)
         try:
-            self._count(user.name)
+            await self._count(request, user.name)
             if action not in ("pause", "presence"):
                 target = self._target(request, asked)
                 if target["exten"] == user.extension:
@@ -219,15 +197,18 @@ class Actions:
         hub = request.app.state.hub
         return Request_(user, action, target, form, hub.extensions, hub.queues)
 
-    def _count(self, name: str) -> None:
-        now = time.monotonic()
-        recent = self._recent.setdefault(name, collections.deque())
-        while recent and now - recent[0] > RATE_WINDOW:
-            recent.popleft()
-        if len(recent) >= self.settings.action_rate:
-            wait = round(RATE_WINDOW - (now - recent[0])) + 1
-            raise Refused(429, N_("Too many actions: wait %(seconds)d s."), "rate-limited", seconds=wait)
-        recent.append(now)
+    async def _count(self, request: Request, name: str) -> None:
+        """ACTION_RATE a minute per user, counted in the store: with memcached, every web
+        worker and host counts the same actions (one per process allowed N times the rate).
+        A store that cannot count refuses the action: a limit that fails open is none."""
+        try:
+            count, left = await request.app.state.store.count(f"actions:{name}", RATE_WINDOW)
+        except StoreError as error:
+            raise Refused(
+                503, N_("The panel cannot count your actions now: try again shortly."), "store-error"
+            ) from error
+        if count > self.settings.action_rate:
+            raise Refused(429, N_("Too many actions: wait %(seconds)d s."), "rate-limited", seconds=left)
 
     def _target(self, request: Request, exten: str) -> ExtensionJSON:
         if not EXTEN_RE.fullmatch(exten):
@@ -258,7 +239,7 @@ class Actions:
                 Timeout=ORIGINATE_TIMEOUT,
             )
             return _said(
-                reply, said(N_("Your phone rings: pick it up to call %(exten)s."), exten=target["exten"])
+                reply, Said(N_("Your phone rings: pick it up to call %(exten)s."), exten=target["exten"])
             )
         if checked.action in ("transfer", "attended"):
             assert target is not None
@@ -275,19 +256,19 @@ class Actions:
                 if checked.action == "transfer"
                 else N_("Consulting before the transfer to %(exten)s.")
             )
-            return _said(reply, said(done, exten=target["exten"]))
+            return _said(reply, Said(done, exten=target["exten"]))
         if checked.action == "pickup":
             assert target is not None
             if target["state"] != "ringing":
                 raise Refused(409, N_("Extension %(exten)s is not ringing."), exten=target["exten"])
             ringing = _devices(checked.extensions, target["exten"])[0]
-            return await self._originate_app(device, "PickupChan", ringing, said(N_("Picking up.")))
+            return await self._originate_app(device, "PickupChan", ringing, Said(N_("Picking up.")))
         if checked.action == "listen":
             assert target is not None
             if not target["calls"]:
                 raise Refused(409, N_("Extension %(exten)s is not on a call."), exten=target["exten"])
             spied = _devices(checked.extensions, target["exten"])[0]
-            listening = said(N_("Your phone rings: listening in."))
+            listening = Said(N_("Your phone rings: listening in."))
             return await self._originate_app(device, "ChanSpy", f"{spied},qE", listening)
         if checked.action == "pause":
             paused = str(checked.form.get("paused", "true")) != "false"
@@ -295,7 +276,7 @@ class Actions:
             interfaces = _member_interfaces(checked.queues, checked.extensions, own)
             if not interfaces:
                 raise Refused(409, PBX_WORDS["Interface not found"])
-            done = said(N_("Paused in your queues.") if paused else N_("Back in your queues."))
+            done = Said(N_("Paused in your queues.") if paused else N_("Back in your queues."))
             for interface in interfaces:  # without Queue: in every queue it serves
                 fields = {"Interface": interface, "Paused": "true" if paused else "false"}
                 if reason and paused:
@@ -310,8 +291,8 @@ class Actions:
         reply = await self.session.run(
             "Setvar", Variable=f"PRESENCE_STATE(CustomPresence:{own})", Value=f"{state},,{message}"
         )
-        presence = said(PRESENCE_LABELS[state])
-        return _said(reply, said(N_("Your presence is now: %(presence)s."), presence=presence))
+        presence = Said(PRESENCE_LABELS[state])
+        return _said(reply, Said(N_("Your presence is now: %(presence)s."), presence=presence))
 
     async def _originate_app(self, device: str, app: str, data: str, done: Said) -> Said:
         reply = await self.session.run(

@@ -2,6 +2,8 @@
 Asterisk class that grants it, what is lost without it and the manager.conf line that fixes it.
 Do not break: every class is Asterisk 22's own (`source`), the events are exactly those the
 collector takes, and the README's manager.conf section is rendered from here (a test compares).
+Its words stay English here (marked N_: the README and the collector's log show them so);
+`blf-panel check` prints them in the CLI's language (`Said.shown`, `_`).
 
 Regenerate that section with `.venv/bin/python -m app.capabilities --write README.md`.
 """
@@ -20,7 +22,9 @@ from typing import Any
 from app.ami import PERMISSION_DENIED, UNKNOWN_ACTION
 from app.calls import CHANNEL_EVENTS
 from app.details import PRESENCE_EVENTS
+from app.i18n import N_
 from app.queues import QUEUE_EVENTS
+from app.said import Said
 
 log = logging.getLogger("app.collector")  # the lines belong to the collector's log
 
@@ -46,16 +50,16 @@ class Witness:
 
 @dataclass(frozen=True)
 class Capability:
-    name: str  # as `blf-panel check` shows it
+    name: str  # as `blf-panel check` shows it (words marked N_, translated there)
     kind: str  # "action" (needs a `write` class) or "event" (needs a `read` class)
     ami: tuple[str, ...]  # the action, or the events
     classes: tuple[str, ...]  # any one of them grants it; () = every logged-in user
     feature: str
-    lost: str  # what the panel loses without it
+    lost: str  # what the panel loses without it (N_)
     source: str  # where Asterisk 22 sets the class
     needed: bool = True  # `blf-panel check` exits 1 when it is missing
     module: str = ""  # the module that registers the action ("" = the core)
-    alternative: str = ""  # another way to the same feature
+    alternative: str = ""  # another way to the same feature (N_)
     witness: Witness | None = None
 
     @property
@@ -74,7 +78,7 @@ CAPABILITIES: tuple[Capability, ...] = (
         ami=("Ping",),
         classes=(),
         feature="link",
-        lost="the watchdog that notices a PBX gone silent",
+        lost=N_("the watchdog that notices a PBX gone silent"),
         source='main/manager.c: ast_manager_register_xml_core("Ping", 0, ...)',
     ),
     Capability(
@@ -83,7 +87,7 @@ CAPABILITIES: tuple[Capability, ...] = (
         ami=("ExtensionStateList",),
         classes=("call", "reporting"),
         feature="lamps",
-        lost="the lamps (the hints and their states, asked at each login)",
+        lost=N_("the lamps (the hints and their states, asked at each login)"),
         source="main/pbx.c (main/extension_state.c after 22.9): EVENT_FLAG_CALL | EVENT_FLAG_REPORTING",
     ),
     Capability(
@@ -92,7 +96,9 @@ CAPABILITIES: tuple[Capability, ...] = (
         ami=("DeviceStateList",),
         classes=("call", "reporting"),
         feature="lamps",
-        lost="device states at login (a hint of several devices follows them only through ExtensionStatus)",
+        lost=N_(
+            "device states at login (a hint of several devices follows them only through ExtensionStatus)"
+        ),
         source="res/res_manager_devicestate.c: EVENT_FLAG_CALL | EVENT_FLAG_REPORTING",
         module="res_manager_devicestate.so",
     ),
@@ -102,7 +108,7 @@ CAPABILITIES: tuple[Capability, ...] = (
         ami=("PresenceStateList",),
         classes=("call", "reporting"),
         feature="presence",
-        lost="presence at login (shown only from its next change)",
+        lost=N_("presence at login (shown only from its next change)"),
         source="res/res_manager_presencestate.c: EVENT_FLAG_CALL | EVENT_FLAG_REPORTING",
         module="res_manager_presencestate.so",
     ),
@@ -112,7 +118,7 @@ CAPABILITIES: tuple[Capability, ...] = (
         ami=("CoreShowChannels",),
         classes=("system", "reporting"),
         feature="calls",
-        lost="calls already in progress at login (shown only from their next change)",
+        lost=N_("calls already in progress at login (shown only from their next change)"),
         source="main/manager.c: EVENT_FLAG_SYSTEM | EVENT_FLAG_REPORTING",
     ),
     Capability(
@@ -121,11 +127,11 @@ CAPABILITIES: tuple[Capability, ...] = (
         ami=("QueueStatus",),
         classes=(),
         feature="queues",
-        lost="the queues at login: members, pauses, callers waiting",
+        lost=N_("the queues at login: members, pauses, callers waiting"),
         source='apps/app_queue.c: ast_manager_register_xml("QueueStatus", 0, ...)',
         needed=False,
         module="app_queue.so",
-        alternative="a PBX without queues needs none",
+        alternative=N_("a PBX without queues needs none"),
     ),
     Capability(
         name="PJSIPShowEndpoint",
@@ -133,11 +139,11 @@ CAPABILITIES: tuple[Capability, ...] = (
         ami=("PJSIPShowEndpoint",),
         classes=("system",),
         feature="names",
-        lost="names from the PBX's PJSIP endpoints (their caller ID)",
+        lost=N_("names from the PBX's PJSIP endpoints (their caller ID)"),
         source="res/res_pjsip/pjsip_configuration.c: EVENT_FLAG_SYSTEM",
         needed=False,
         module="res_pjsip.so",
-        alternative="DIRECTORY_FILE can give the names instead",
+        alternative=N_("DIRECTORY_FILE can give the names instead"),
     ),
     Capability(
         name="DBGet",
@@ -145,10 +151,10 @@ CAPABILITIES: tuple[Capability, ...] = (
         ami=("DBGet",),
         classes=("system", "reporting"),
         feature="names",
-        lost="names from FreePBX's AstDB (`AMPUSER/<exten>/cidname`)",
+        lost=N_("names from FreePBX's AstDB (`AMPUSER/<exten>/cidname`)"),
         source="main/db.c: EVENT_FLAG_SYSTEM | EVENT_FLAG_REPORTING",
         needed=False,
-        alternative="DIRECTORY_FILE can give the names instead",
+        alternative=N_("DIRECTORY_FILE can give the names instead"),
     ),
     Capability(
         name="ExtensionStatus",
@@ -156,7 +162,7 @@ CAPABILITIES: tuple[Capability, ...] = (
         ami=("ExtensionStatus",),
         classes=("call",),
         feature="lamps",
-        lost="lamp changes (every lamp stays as it was at login)",
+        lost=N_("lamp changes (every lamp stays as it was at login)"),
         source="main/manager.c manager_state_cb(): manager_event(EVENT_FLAG_CALL, ...)",
         witness=Witness("ExtensionStateList", ("Exten", "Context"), ("Status",)),
     ),
@@ -166,27 +172,27 @@ CAPABILITIES: tuple[Capability, ...] = (
         ami=("DeviceStateChange",),
         classes=("call",),
         feature="lamps",
-        lost="device changes (a lamp changes only when its ExtensionStatus comes)",
+        lost=N_("device changes (a lamp changes only when its ExtensionStatus comes)"),
         source="main/devicestate.c: ast_manager_event_blob_create(EVENT_FLAG_CALL, ...)",
         witness=Witness("DeviceStateList", ("Device",), ("State",)),
     ),
     Capability(
-        name="presence events",
+        name=N_("presence events"),
         kind="event",
         ami=_events(PRESENCE_EVENTS),
         classes=("call",),
         feature="presence",
-        lost="presence changes (do not disturb, away, ...)",
+        lost=N_("presence changes (do not disturb, away, ...)"),
         source="main/presencestate.c, main/manager.c: EVENT_FLAG_CALL",
         witness=Witness("PresenceStateList", ("Presentity",), ("Status", "Subtype", "Message")),
     ),
     Capability(
-        name="channel events",
+        name=N_("channel events"),
         kind="event",
         ami=_events(CHANNEL_EVENTS),
         classes=("call",),
         feature="calls",
-        lost="calls on the tiles (who is on the line, since when, on hold)",
+        lost=N_("calls on the tiles (who is on the line, since when, on hold)"),
         source="main/manager_channels.c, main/manager_bridges.c, main/channel.c: EVENT_FLAG_CALL",
         witness=Witness("CoreShowChannels", ("Uniqueid",), ("ChannelState",)),
     ),
@@ -196,20 +202,20 @@ CAPABILITIES: tuple[Capability, ...] = (
         ami=("FullyBooted",),
         classes=("system",),
         feature="boot",
-        lost="the PBX's word that it has booted",
+        lost=N_("the PBX's word that it has booted"),
         # Written right after the login reply to a session whose events hold system (the
         # collector asks for it, app.ami.login_events), and published again when a boot ends.
         source='main/asterisk.c: ast_manager_publish_event("FullyBooted", EVENT_FLAG_SYSTEM, ...)',
         needed=False,
-        alternative="the collector then waits for DeviceStateList to answer",
+        alternative=N_("the collector then waits for DeviceStateList to answer"),
     ),
     Capability(
-        name="queue events",
+        name=N_("queue events"),
         kind="event",
         ami=_events(QUEUE_EVENTS),
         classes=("agent",),
         feature="queues",
-        lost="queue changes (pauses, members added or removed, callers waiting, agents on calls)",
+        lost=N_("queue changes (pauses, members added or removed, callers waiting, agents on calls)"),
         source="apps/app_queue.c queue_member_to_ami(), queue_channel_to_ami(), "
         "queue_multi_channel_to_ami(): EVENT_FLAG_AGENT",
         witness=Witness(
@@ -224,10 +230,10 @@ CAPABILITIES: tuple[Capability, ...] = (
         ami=("Reload",),
         classes=("system",),
         feature="queues",
-        lost="the queues after `module reload app_queue.so` (asked again at the next login)",
+        lost=N_("the queues after `module reload app_queue.so` (asked again at the next login)"),
         source='main/loader.c publish_load_message_type("Reload", ...): EVENT_FLAG_SYSTEM',
         needed=False,
-        alternative="members that a reload changes show at the next login",
+        alternative=N_("members that a reload changes show at the next login"),
     ),
 )
 
@@ -280,7 +286,7 @@ def asks_for(events: str, cls: str) -> bool:
 class Finding:
     capability: Capability
     status: str  # OK, MISSING or NOT_SEEN
-    why: str = ""
+    why: str = ""  # Said where there is something to say: `blf-panel check` shows it translated
     fix: str = ""
 
     @property
@@ -293,12 +299,19 @@ class Finding:
         return f"{self.capability.lost} unavailable: {self.why}; fix: {self.fix}"
 
 
-def _conf(username: str) -> str:
-    return f"[{username}] in manager.conf"
+# The sentences of the findings: English here and in the log, translated where check shows them.
+_REFUSED = N_("%(action)s refused for AMI user %(user)r (%(message)s)")
+_UNKNOWN = N_("%(action)s unknown to the PBX (%(message)s)")
+_LOAD = N_("load %(module)s on the PBX (module load %(module)s), or wait until it has booted")
+_WRITE_FIX = N_("add %(cls)s to the `write =` line of [%(user)s] in manager.conf")
+_READ_FIX = N_("add %(cls)s to the `read =` line of [%(user)s] in manager.conf")
+_NOT_ARRIVED = N_("none arrived while %(count)d item(s) of %(action)s changed")
+_TRY = {"calls": N_("make a call"), "presence": N_("change a presence"), "queues": N_("pause a queue member")}
 
 
-def _with_alternative(fix: str, capability: Capability) -> str:
-    return f"{fix} ({capability.alternative})" if capability.alternative else fix
+def _with_alternative(fix: Said, c: Capability) -> Said:
+    alternative = Said(c.alternative)
+    return Said(N_("%(fix)s (%(alternative)s)"), fix=fix, alternative=alternative) if c.alternative else fix
 
 
 def action_finding(capability: Capability, reply: Any, username: str) -> Finding:
@@ -308,18 +321,17 @@ def action_finding(capability: Capability, reply: Any, username: str) -> Finding
         return Finding(capability, OK)
     action, message = capability.ami[0], str(reply.get("Message", ""))
     if message == PERMISSION_DENIED:
-        fix = f"add {capability.least_class} to the `write =` line of {_conf(username)}"
-        why = f"{action} refused for AMI user {username!r} ({message})"
+        fix = Said(_WRITE_FIX, cls=capability.least_class, user=username)
+        why = Said(_REFUSED, action=action, user=username, message=message)
         return Finding(capability, MISSING, why, _with_alternative(fix, capability))
     if message.startswith(UNKNOWN_ACTION):
-        why = f"{action} unknown to the PBX ({message.split('.')[0]})"
+        why = Said(_UNKNOWN, action=action, message=message.split(".")[0])
         if capability.module:
-            module = capability.module
-            fix = f"load {module} on the PBX (module load {module}), or wait until it has booted"
+            fix = Said(_LOAD, module=capability.module)
         else:
-            fix = "wait until the PBX has booted"
+            fix = Said(N_("wait until the PBX has booted"))
         return Finding(capability, MISSING, why, _with_alternative(fix, capability))
-    return Finding(capability, OK, f"allowed ({message.strip()})")
+    return Finding(capability, OK, Said(N_("allowed (%(message)s)"), message=message.strip()))
 
 
 Ask = Callable[[dict[str, str]], Awaitable[Any]]
@@ -346,13 +358,10 @@ async def unavailable_actions(ask: Ask, username: str) -> list[Finding]:
 def events_not_asked(events: str) -> list[Finding]:
     """The event groups the login's `Events:` (AMI_EVENTS) does not ask for: Asterisk then
     sends none of them, whatever the user may read."""
+    why = N_("the login asks for `Events: %(events)s` (AMI_EVENTS), without %(cls)s")
+    fix = Said(N_("set AMI_EVENTS=%(classes)s"), classes=",".join(least_classes("event")))
     return [
-        Finding(
-            capability,
-            MISSING,
-            f"the login asks for `Events: {events}` (AMI_EVENTS), without {capability.least_class}",
-            f"set AMI_EVENTS={','.join(least_classes('event'))}",
-        )
+        Finding(capability, MISSING, Said(why, events=events, cls=capability.least_class), fix)
         for capability in EVENTS
         if not any(asks_for(events, cls) for cls in capability.classes)
     ]
@@ -383,29 +392,29 @@ def event_finding(
     "not seen": nothing may have happened. `seen` are the event names that did arrive."""
     if any(name in seen for name in capability.ami):
         return Finding(capability, OK)
-    read_fix = f"add {capability.least_class} to the `read =` line of {_conf(username)}"
+    read_fix = Said(_READ_FIX, cls=capability.least_class, user=username)
     if capability.witness is None:  # FullyBooted: written right after the login reply, or never
-        when = "after the login" if capability.ami == ("FullyBooted",) else f"in {waited:g}s"
-        why = f"none {when} (sent only to a user who may read {capability.least_class})"
+        if capability.ami == ("FullyBooted",):
+            why = N_("none after the login (sent only to a user who may read %(cls)s)")
+        else:
+            why = N_("none in %(waited)gs (sent only to a user who may read %(cls)s)")
+        why = Said(why, cls=capability.least_class, waited=waited)
         return Finding(capability, NOT_SEEN, why, _with_alternative(read_fix, capability))
     if changes:
-        why = f"none arrived while {changes} item(s) of {capability.witness.action} changed"
+        why = Said(_NOT_ARRIVED, count=changes, action=capability.witness.action)
         same_class = [n for c in EVENTS if set(c.classes) & set(capability.classes) for n in c.ami]
         if any(name in seen for name in same_class):  # the class is read: a filter drops them
             lines = "; ".join(f"eventfilter = Event: {name}" for name in capability.ami)
-            fix = f"add to {_conf(username)}: {lines}"
+            fix = Said(N_("add to [%(user)s] in manager.conf: %(lines)s"), user=username, lines=lines)
         else:
-            fix = f"{read_fix}, and if it has eventfilter lines, those of the README"
+            fix = Said(
+                N_("%(read_fix)s, and if it has eventfilter lines, those of the README"), read_fix=read_fix
+            )
         return Finding(capability, MISSING, why, fix)
-    what = {"calls": "make a call", "presence": "change a presence", "queues": "pause a queue member"}.get(
-        capability.feature, "change a lamp"
-    )
-    return Finding(
-        capability,
-        NOT_SEEN,
-        f"nothing changed on the PBX in {waited:g}s",
-        f"{what} while `blf-panel check --wait 60` runs",
-    )
+    what = Said(_TRY.get(capability.feature, N_("change a lamp")))
+    fix = Said(N_("%(what)s while `blf-panel check --wait 60` runs"), what=what)
+    why = Said(N_("nothing changed on the PBX in %(waited)gs"), waited=waited)
+    return Finding(capability, NOT_SEEN, why, fix)
 
 
 # --- the README's manager.conf section ---

@@ -33,6 +33,7 @@ from app.capabilities import (
 )
 from app.i18n import N_, _, ngettext
 from app.runtime import ami_target
+from app.said import shown
 from app.settings import Settings
 from app.store.aiomcache_repairs import SafeClient
 from app.store.contract import parse_memcached_url
@@ -224,20 +225,23 @@ async def check_memcached(settings: Settings) -> Row:
             failing=True,
         )
     if version and version.isdigit():
-        published = _("version %(version)d") % {"version": int(version)}
+        published = _("version %(version)s") % {"version": int(version)}
     else:
         published = _("nothing published yet")
     return Row("memcached", OK, why=f"{host}:{port}, {settings.store_prefix!r}: {published}")
 
 
 def _row(finding: Finding) -> Row:
+    """A finding as the table shows it: its words (English in app/capabilities.py, as the log
+    has them) in the CLI's language."""
     capability = finding.capability
     status = finding.status
     if status == MISSING and not capability.needed:
         status = OPTIONAL_MISSING
+    name, why = _(capability.name), shown(finding.why)
     if finding.status == OK:
-        return Row(capability.name, status, why=finding.why)
-    return Row(capability.name, status, capability.lost, finding.fix, finding.why, finding.failing)
+        return Row(name, status, why=why)
+    return Row(name, status, _(capability.lost), shown(finding.fix), why, finding.failing)
 
 
 def render(rows: list[Row]) -> str:

@@ -254,7 +254,9 @@ def user_command(settings: Settings, args: argparse.Namespace) -> int:
                 name, hash_password(_read_password()), args.role or role, args.scope or scope, args.ext or ext
             )
             edit_users(path, args.name, line, must_exist=True)
-    except (LookupError, ScopeError, OSError) as error:
+    except ScopeError as error:
+        raise UsageError(f"user {args.action}: {error.said.shown()}") from None
+    except (LookupError, OSError) as error:
         raise UsageError(f"user {args.action}: {error}") from None
     done = _("blf-panel: user %(name)s: removed from %(path)s") if args.action == "remove" else None
     done = done or _("blf-panel: user %(name)s: saved in %(path)s")

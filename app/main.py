@@ -44,6 +44,7 @@ from app.pins import ROUTES as PIN_ROUTES
 from app.pins import pins_of
 from app.queues import QUEUE_RE
 from app.runtime import lead_or_follow, lease_owner, running_collector, store_from
+from app.said import Said
 from app.scope import ALL as SEE_ALL
 from app.scope import Scope as UserScope
 from app.scope import scoped_snapshot
@@ -79,11 +80,11 @@ def panel_title(title: str, lang: str) -> str:
 
 class BadView(ValueError):
     """A malformed or over-long view in the URL: `message` English (marked N_), filled with
-    `values` (translated on the error page: `_error_page`)."""
+    `values`; said in the reader's language on the error page."""
 
     def __init__(self, message: str, **values: object) -> None:
-        super().__init__(message % values)
-        self.message, self.values = message, values
+        self.said = Said(message, **values)
+        super().__init__(self.said)
 
 
 def user_scope(request: Request) -> UserScope:
@@ -283,27 +284,23 @@ async def healthz(request: Request) -> Response:
 
 async def _bad_request(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, BadView)
-    return _error_page(request, 400, exc.message, exc.values)
+    return _error_page(request, 400, exc.said)
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)  # its detail: our sentence (N_), or Starlette's phrase
-    return _error_page(request, exc.status_code, exc.detail)
+    return _error_page(request, exc.status_code, Said(exc.detail))
 
 
-def _error_page(
-    request: Request, status: int, message: str, values: dict[str, object] | None = None
-) -> Response:
-    """`message` (English, marked N_) filled with `values`: in the request's language on
-    the HTML page, English in the JSON body."""
+def _error_page(request: Request, status: int, said: Said) -> Response:
+    """`said` in the request's language on the HTML page, English in the JSON body."""
     renderer: Renderer = request.app.state.hub.renderer
     if "text/html" in request.headers.get("accept", ""):
         lang = request_language(request)
-        said = translations(lang).gettext(message)
-        said = said % values if values else said
-        html = renderer.page("error.html", lang, title=f"{status}", status=status, message=said)
+        message = said.in_(lang)
+        html = renderer.page("error.html", lang, title=f"{status}", status=status, message=message)
         return HTMLResponse(html, status_code=status)
-    return JSONResponse({"error": message % values if values else message}, status_code=status)
+    return JSONResponse({"error": str(said)}, status_code=status)
 
 
 def security_headers(frame_ancestors: str) -> list[tuple[bytes, bytes]]:

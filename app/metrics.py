@@ -17,6 +17,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
+from app.i18n import _
+
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
 
@@ -95,14 +97,15 @@ def registry_for_exposition(metrics: Metrics | None) -> CollectorRegistry:
 
 
 def parse_listen(value: str) -> tuple[str, int] | None:
-    """`METRICS_LISTEN`: empty (off), `PORT` (loopback) or `HOST:PORT`; raises ValueError."""
+    """`METRICS_LISTEN`: empty (off), `PORT` (loopback) or `HOST:PORT`; raises ValueError, in
+    the CLI's language (a setting's error)."""
     if not value:
         return None
     host, sep, port = value.rpartition(":")
     host = host.strip("[]") if sep else "127.0.0.1"
     port = port if sep else value
     if not port.isdigit() or not 1 <= int(port) <= 65535 or (sep and not host):
-        raise ValueError(f"{value!r} is not PORT or HOST:PORT")
+        raise ValueError(_("%(value)r is not PORT or HOST:PORT") % {"value": value[:60]})
     return host, int(port)
 
 

@@ -10,6 +10,8 @@ import functools
 from collections.abc import Container
 from dataclasses import dataclass
 
+from app.i18n import N_
+from app.said import Said
 from app.schema import CallJSON, ExtensionJSON, SnapshotJSON, is_phone_number
 
 
@@ -84,7 +86,13 @@ def scoped_snapshot(snapshot: SnapshotJSON, scope: Scope) -> SnapshotJSON:
 
 
 class ScopeError(ValueError):
-    """A scope written wrongly (users file, proxy mapping file); the message says where."""
+    """A scope written wrongly (users file, proxy mapping file, `blf-panel user --scope`); the
+    message says where. Its one argument is Said: English in the files' log lines (str()),
+    the CLI's language where `blf-panel user` prints it (`said.shown`)."""
+
+    def __init__(self, said: Said) -> None:
+        super().__init__(said)
+        self.said = said
 
 
 _KEYS = {"firm": "firms", "firms": "firms", "group": "groups", "groups": "groups", "ext": "extensions"}
@@ -103,28 +111,32 @@ def parse_scope(text: str) -> Scope:
     if text in ("*", "all"):
         return ALL
     if not text:
-        raise ScopeError("empty scope (write * for everything)")
+        raise ScopeError(Said(N_("empty scope (write * for everything)")))
     found: dict[str, frozenset[str]] = {}
     show_numbers = True
     for part in text.split(";"):
         key, sep, value = (s.strip() for s in part.partition("="))
         if not sep or not value:
-            raise ScopeError(f"{part.strip()!r} is not key=value (firm=, group=, ext=, numbers=)")
+            raise ScopeError(
+                Said(N_("%(part)r is not key=value (firm=, group=, ext=, numbers=)"), part=part.strip()[:60])
+            )
         if key.lower() == "numbers":
             if value.lower() not in ("on", "off"):
-                raise ScopeError(f"numbers={value!r}: write numbers=on or numbers=off")
+                raise ScopeError(
+                    Said(N_("numbers=%(value)r: write numbers=on or numbers=off"), value=value[:20])
+                )
             show_numbers = value.lower() == "on"
             continue
         field = _KEYS.get(key.lower())
         if field is None:
-            raise ScopeError(f"unknown scope key {key!r} (firm, group, ext, numbers)")
+            raise ScopeError(Said(N_("unknown scope key %(key)r (firm, group, ext, numbers)"), key=key[:20]))
         items = [item.strip() for item in value.split(",") if item.strip()]
         if len(items) > _MAX_ITEMS:
-            raise ScopeError(f"{key}= lists more than {_MAX_ITEMS} items")
+            raise ScopeError(Said(N_("%(key)s= lists more than %(most)d items"), key=key, most=_MAX_ITEMS))
         if field == "extensions":
             bad = [item for item in items if not EXTEN_RE.fullmatch(item)]
             if bad:
-                raise ScopeError(f"ext={bad[0][:20]!r} is not an extension")
+                raise ScopeError(Said(N_("ext=%(ext)r is not an extension"), ext=bad[0][:20]))
         else:  # group and firm names are matched by their slugs, as in URLs
             items = [group_slug(item) for item in items]
         found[field] = found.get(field, frozenset()) | frozenset(items)

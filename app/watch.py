@@ -1,7 +1,8 @@
 """What `blf-panel watch` prints: the table of every extension, then the changes (a
 redrawn table on a terminal, one line per change into a pipe, or JSON).
 
-It reads snapshots as the store contract describes them (app.schema), nothing else.
+It reads snapshots as the store contract describes them (app.schema), nothing else. The table
+and the change lines are in the CLI's language (app.i18n); JSON stays as the store has it.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import shutil
 import time
 from typing import TYPE_CHECKING, TextIO
 
+from app.i18n import N_, _, ngettext
 from app.schema import SnapshotJSON, extension_order
 
 if TYPE_CHECKING:
@@ -46,20 +48,56 @@ class TableView:
         self.out.flush()
 
 
+# The states as the store spells them (app.schema.State): in English the table shows them so,
+# for a sysadmin's grep; another language has short words for them (a cell is as wide as the
+# longest: 13 characters in English, `inuse_ringing`).
+STATE_WORDS = {
+    "idle": N_("idle"),
+    "inuse": N_("inuse"),
+    "busy": N_("busy"),
+    "unavailable": N_("unavailable"),
+    "ringing": N_("ringing"),
+    "inuse_ringing": N_("inuse_ringing"),
+    "hold": N_("hold"),
+    "inuse_hold": N_("inuse_hold"),
+    "unknown": N_("unknown"),
+}
+
+
 def _clock(epoch: float) -> str:
-    return time.strftime("%H:%M:%S", time.localtime(epoch))
+    """The time of day; 0, the contract's "unknown" (a state listed at login), as --:--:--
+    rather than an invented 00:00:00 (or 03:00:00 in Moscow)."""
+    return time.strftime("%H:%M:%S", time.localtime(epoch)) if epoch else "--:--:--"
+
+
+def _state(state: object) -> str:
+    """A state in the CLI's language; one this version does not know, as the store has it."""
+    word = STATE_WORDS.get(state) if isinstance(state, str) else None
+    return _(word) if word else str(state)
+
+
+def _link(connected: object) -> str:
+    return _("PBX connected") if connected else _("PBX DISCONNECTED")
 
 
 def render_table(snapshot: SnapshotJSON, width: int = 100) -> str:
     """A compact grid: `exten  state  since` cells, as many per row as fit."""
     pbx = snapshot.get("pbx", {})
     extensions = sorted(snapshot.get("extensions", {}).values(), key=extension_order)
-    link = "connected" if pbx.get("connected") else "DISCONNECTED"
-    head = (
-        f"PBX {link} since {_clock(pbx.get('since', 0))} | version {snapshot.get('version')} | "
-        f"{len(extensions)} extensions | updated {_clock(snapshot.get('updated_at', 0))}"
+    count = len(extensions)
+    head = " | ".join(
+        [
+            _("%(link)s since %(time)s")
+            % {"link": _link(pbx.get("connected")), "time": _clock(pbx.get("since", 0))},
+            _("version %(version)s") % {"version": snapshot.get("version")},
+            ngettext("%(count)d extension", "%(count)d extensions", count) % {"count": count},
+            _("updated %(time)s") % {"time": _clock(snapshot.get("updated_at", 0))},
+        ]
     )
-    cells = [f"{e['exten']:>6} {e['state']:<13} {_clock(e['changed_at'])}" for e in extensions]
+    state_width = max(len(_(word)) for word in STATE_WORDS.values())
+    cells = [
+        f"{e['exten']:>6} {_state(e['state']):<{state_width}} {_clock(e['changed_at'])}" for e in extensions
+    ]
     if not pbx.get("connected"):
         cells = [cell + " ?" for cell in cells]  # states not confirmed since the link went down
     cell_width = max((len(c) for c in cells), default=1) + 3
@@ -77,15 +115,16 @@ def change_lines(previous: SnapshotJSON, current: SnapshotJSON) -> list[str]:
     stamp = _clock(current.get("updated_at", time.time()))
     old_pbx, new_pbx = previous.get("pbx", {}), current.get("pbx", {})
     if old_pbx.get("connected") != new_pbx.get("connected"):
-        lines.append(f"{stamp}  PBX {'connected' if new_pbx.get('connected') else 'DISCONNECTED'}")
+        lines.append(f"{stamp}  {_link(new_pbx.get('connected'))}")
     old, new = previous.get("extensions", {}), current.get("extensions", {})
     for key in sorted(new.keys() | old.keys()):
         before, after = old.get(key), new.get(key)
         if after is None:
-            lines.append(f"{stamp}  {key}  removed")
+            removed = _("removed")
+            lines.append(f"{stamp}  {key}  {removed}")
         elif before is None or before.get("state") != after.get("state"):
-            was = before.get("state") if before else "new"
-            lines.append(f"{stamp}  {key}  {was} -> {after['state']}")
+            was = _state(before.get("state")) if before else _("new")
+            lines.append(f"{stamp}  {key}  {was} -> {_state(after['state'])}")
     return lines
 
 

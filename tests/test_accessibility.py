@@ -236,6 +236,8 @@ VIEWS = [
     pytest.param("/", DARK, id="panel-dark"),
     pytest.param("/", {**PHONE, **LIGHT}, id="panel-phone-light"),
     pytest.param("/", {**PHONE, **DARK}, id="panel-phone-dark"),
+    pytest.param("/", {**LIGHT, "locale": "ru-RU"}, id="panel-russian"),
+    pytest.param("/queues", {**DARK, "locale": "ru-RU"}, id="queues-russian"),
     pytest.param("/?pins=104,109", LIGHT, id="pinned-light"),
     pytest.param("/?pins=104,109", DARK, id="pinned-dark"),
     pytest.param("/?group=reception", LIGHT, id="group-light"),

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -172,11 +174,17 @@ async def test_the_rate_limit(panel, settings) -> None:
     server = await panel(**settings, ACTION_RATE="2")
     async with httpx.AsyncClient(base_url=server.url) as client:
         csrf = await signed_in(client, "op")
-        statuses = []
-        for _ in range(3):  # a bad target: counted, refused after the count, no PBX needed
-            answer = await client.post("/actions/call", data={"csrf": csrf, "target": "!"})
-            statuses.append(answer.status_code)
+        for _ in range(2):  # the count's window is the minute: tried again if one began meanwhile
+            minute = int(time.time()) // 60
+            statuses = []
+            for _ in range(3):  # a bad target: counted, refused after the count, no PBX needed
+                answer = await client.post("/actions/call", data={"csrf": csrf, "target": "!"})
+                statuses.append(answer.status_code)
+            if int(time.time()) // 60 == minute:
+                break
+            await asyncio.sleep(61 - time.time() % 60)  # noqa: ASYNC110 - past the next boundary
     assert statuses == [400, 400, 429]
+    assert "wait" in answer.text and "s." in answer.text
 
 
 async def test_actions_off_is_a_404(panel, settings) -> None:

@@ -1,11 +1,14 @@
 """Languages (app/i18n.py): which one a page and the CLI get, the catalogs and their plurals,
 jinja2 with translations, the Russian catalog complete against the source, the .mo compiled
-in memory when stale, and the CLI speaking Russian as a real process."""
+in memory when stale, and the CLI speaking Russian as a real process (watch, check, user,
+embed-url) while its log lines stay English."""
 
 from __future__ import annotations
 
+import asyncio
 import io
 import os
+import re
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,6 +22,7 @@ from babel.messages.pofile import read_po, write_po
 from jinja2 import DictLoader
 
 from app import i18n
+from app.capabilities import CAPABILITIES, action_finding, events_not_asked
 from app.check import Row, render
 from app.i18n import (
     LANGUAGES,
@@ -30,7 +34,12 @@ from app.i18n import (
     negotiate,
     translations,
 )
+from app.said import shown
+from app.scope import ScopeError, parse_scope
 from app.settings import SettingsError, load_settings
+from app.sim import Simulator
+from app.sim.users import ManagerUser
+from app.watch import STATE_WORDS
 from tests.helpers import LogWatch
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -351,3 +360,146 @@ def test_the_cli_help_and_argparse_errors_in_russian(blf) -> None:
     assert err.splitlines()[1].startswith(
         "blf-panel user: ошибка: аргумент action: недопустимый вариант: 'frob'"
     )
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "said"),
+    [
+        ("MEMCACHED_URL", "bogus", "'bogus' — не адрес вида memcached://ХОСТ:ПОРТ"),
+        (
+            "STORE_PREFIX",
+            "a b",
+            "в префиксе ключей 'a b' допустимы только латинские буквы, цифры и _:.- (не больше 32)",
+        ),
+        ("METRICS_LISTEN", "nine", "'nine' — не ПОРТ и не ХОСТ:ПОРТ"),
+    ],
+)
+def test_the_store_and_metrics_settings_speak_the_cli_language(
+    russian_cli: None, name: str, value: str, said: str
+) -> None:
+    """Their checks live with the store (app.store.contract) and the metrics, not in settings."""
+    with pytest.raises(SettingsError) as caught:
+        load_settings({name: value}, env_file=None)
+    assert str(caught.value) == f"{name}: {said}"
+
+
+def test_what_check_finds_is_logged_in_english_and_shown_translated(russian_cli: None) -> None:
+    """One finding, two readers: the collector's log line stays English while the CLI speaks
+    Russian; `blf-panel check` shows the same finding in Russian."""
+    pjsip = next(c for c in CAPABILITIES if c.name == "PJSIPShowEndpoint")
+    refused = action_finding(pjsip, {"Response": "Error", "Message": "Permission denied"}, "blf")
+    assert refused.line() == (
+        "names from the PBX's PJSIP endpoints (their caller ID) unavailable: PJSIPShowEndpoint "
+        "refused for AMI user 'blf' (Permission denied); fix: add system to the `write =` line "
+        "of [blf] in manager.conf (DIRECTORY_FILE can give the names instead)"
+    )
+    assert shown(refused.why) == "PJSIPShowEndpoint запрещено пользователю AMI 'blf' (Permission denied)"
+    assert shown(refused.fix) == (
+        "добавьте system в строку `write =` секции [blf] в manager.conf (имена может дать DIRECTORY_FILE)"
+    )
+    (unasked, *_rest) = events_not_asked("system")
+    assert (
+        shown(unasked.fix) == "задайте AMI_EVENTS=call,agent" and unasked.fix == "set AMI_EVENTS=call,agent"
+    )
+
+
+def test_a_scope_error_is_english_in_the_log_and_russian_in_the_cli(russian_cli: None) -> None:
+    with pytest.raises(ScopeError) as caught:
+        parse_scope("firm=acme; colour=red")
+    assert (
+        str(caught.value) == "unknown scope key 'colour' (firm, group, ext, numbers)"
+    )  # the users file's log
+    assert (
+        caught.value.said.shown() == "неизвестный ключ области видимости 'colour' (firm, group, ext, numbers)"
+    )
+
+
+def test_a_refused_embed_link_is_told_in_the_browser_language() -> None:
+    """The frame's sentences are tokens.py's (the one place), translated where they are sent."""
+    from app.auth.identify import said
+    from app.auth.tokens import EXPIRED, TokenRejected
+
+    request = {"query_string": b"token=x", "headers": [(b"accept-language", b"ru-RU,ru;q=0.9")]}
+    assert (
+        said(request, "", TokenRejected("bad signature").message)
+        == "Эта ссылка для встраивания недействительна."
+    )
+    assert said(request, "", EXPIRED).startswith("Срок действия этой ссылки для встраивания истёк")
+    assert said(request, "en", EXPIRED) == "This embed link has expired: reload the page that shows it."
+
+
+RUSSIAN_STATES = {translations("ru").gettext(word) for word in STATE_WORDS.values()}
+# A cell of the watch table: the extension, its state word, the time it changed (or --:--:--).
+WATCH_CELL = re.compile(r"\s*(\d+) (\S+(?: \S+)*?) +(\d\d:\d\d:\d\d|--:--:--)")
+
+
+def test_watch_once_prints_a_russian_table(blf) -> None:
+    env = {**NO_LOCALE, "LANGUAGE": "ru", "AMI_HOST": "", "MEMCACHED_URL": "", "DEMO_EXTENSIONS": "100-149"}
+    watch = blf("watch", "--once", env=env)
+    out, err = watch.proc.communicate(timeout=30)
+    assert watch.proc.returncode == 0, err
+    head, *rows = out.splitlines()
+    assert re.fullmatch(r"АТС на связи с \S+ \| версия \d+ \| 50 номеров \| обновлено \S+", head), head
+    cells = [cell for row in rows for cell in WATCH_CELL.findall(row)]
+    assert [exten for exten, _state, _time in cells] == [str(n) for n in range(100, 150)]
+    assert {state for _exten, state, _time in cells} <= RUSSIAN_STATES
+    assert "свободен" in out and "idle" not in out
+
+
+def test_user_add_with_a_bad_scope_says_so_in_russian(blf, tmp_path: Path) -> None:
+    users = tmp_path / "users"
+    env = {**NO_LOCALE, "LANGUAGE": "ru", "USERS_FILE": str(users), "AUTH": ""}
+    process = blf("user", "add", "dora", "--scope", "firm=acme; colour=red", env=env)
+    out, err = process.proc.communicate(timeout=30)
+    assert process.proc.returncode == 2 and out == ""
+    assert (
+        err
+        == "blf-panel: user add: неизвестный ключ области видимости 'colour' (firm, group, ext, numbers)\n"
+    )
+    assert not users.exists()
+
+
+@pytest.mark.parametrize(
+    ("ttl", "said"),
+    [
+        ("8 hours", "'8 hours' — не срок вида 90s, 30m, 8h или 7d"),
+        ("40d", "'40d': ссылка живёт от 1 с до 30 дней"),
+    ],
+)
+def test_embed_url_with_a_bad_ttl_says_so_in_russian(blf, ttl: str, said: str) -> None:
+    env = {**NO_LOCALE, "LANGUAGE": "ru", "EMBED_SECRET": "k" * 40}
+    process = blf("embed-url", "--ext", "101", "--ttl", ttl, env=env)
+    out, err = process.proc.communicate(timeout=30)
+    assert process.proc.returncode == 2 and out == ""
+    assert err == f"blf-panel: embed-url: {said}\n"
+
+
+async def test_check_against_the_simulator_prints_russian_rows(blf) -> None:
+    """The rows of app/capabilities.py in Russian: a user that may not run PJSIPShowEndpoint
+    (optional: exit 0) and, with no wait, events not seen, each with its fix."""
+    user = ManagerUser("blf", "blfsecret", read="call", write="reporting")
+    async with Simulator([str(n) for n in range(100, 105)], users=[user]) as sim:
+        env = {**NO_LOCALE, "LANGUAGE": "ru", "AMI_HOST": "127.0.0.1", "AMI_PORT": str(sim.port)}
+        check = blf("check", "--wait", "0", env={**env, "AMI_SECRET": "blfsecret", "MEMCACHED_URL": ""})
+        out, err = await asyncio.to_thread(check.proc.communicate, timeout=60)
+    assert check.proc.returncode == 0, err
+    lines = out.splitlines()
+    rows = {line.split("  ")[0]: line for line in lines[1 : lines.index("")]}
+    assert lines[0].split()[:2] == ["возможность", "состояние"]
+    assert rows["Ping"].split()[1:] == ["в", "порядке"]
+    assert (
+        "отсутствует (необязательно)  имена из PJSIP-эндпоинтов АТС (их caller ID)"
+        in rows["PJSIPShowEndpoint"]
+    )
+    assert rows["PJSIPShowEndpoint"].endswith(
+        "добавьте system в строку `write =` секции [blf] в manager.conf (имена может дать DIRECTORY_FILE)"
+    )
+    assert rows["события каналов"].endswith("позвоните, пока идёт `blf-panel check --wait 60`")
+    assert "не замечено" in rows["события присутствия"] and "memcached" in rows
+    assert (
+        "PJSIPShowEndpoint: PJSIPShowEndpoint запрещено пользователю AMI 'blf' (Permission denied)" in lines
+    )
+    assert "FullyBooted: ни одного после входа (приходит только пользователю с правом чтения system)" in lines
+    assert lines[-1].startswith("всё, что нужно панели, работает; 7 видов событий не замечены")
+    assert not re.search(r"\b(missing|not seen|add|while|none)\b", out), out
+    assert "waiting up to 0s for events" in err  # the log line stays English

@@ -17,11 +17,11 @@ import httpx
 import pytest
 from playwright.async_api import expect
 
-from app.actions import said
 from app.auth.users import format_line, hash_password
 from app.hub import Hub
 from app.i18n import N_
 from app.look import Look
+from app.said import Said
 from app.sim import Simulator
 from app.sse import encode
 from app.store import MemoryStore
@@ -249,10 +249,10 @@ async def test_a_refused_action_is_said_in_the_actors_language(panel, acting) ->
 
 
 def test_a_sentence_for_the_actor_is_english_in_the_log_and_theirs_on_the_tile() -> None:
-    waited = said(N_("Too many actions: wait %(seconds)d s."), seconds=5)
+    waited = Said(N_("Too many actions: wait %(seconds)d s."), seconds=5)
     assert str(waited) == "Too many actions: wait 5 s."  # the audit line
     assert waited.in_("ru") == "Слишком много действий: подождите 5 с."
-    presence = said(N_("Your presence is now: %(presence)s."), presence=said(PRESENCE_LABELS["dnd"]))
+    presence = Said(N_("Your presence is now: %(presence)s."), presence=Said(PRESENCE_LABELS["dnd"]))
     assert str(presence) == "Your presence is now: Do not disturb."
     assert presence.in_("ru") == "Ваш статус теперь: Не беспокоить."  # the word inside too
     assert presence.in_("en") == str(presence)

@@ -37,11 +37,7 @@ visitor: contextvars.ContextVar[tuple[User, str] | None] = contextvars.ContextVa
 FORBIDDEN = N_("Forbidden.")
 NOT_SIGNED_IN = N_("Not signed in.")
 CROSS_SITE = N_("Forbidden: cross-site request.")
-# The sentences app/auth/tokens.py gives a refused embed frame: translated here, where they are sent.
-TOKEN_MESSAGES = (
-    N_("This embed link is not valid."),
-    N_("This embed link has expired: reload the page that shows it."),
-)
+# A refused embed link's sentence is tokens.py's (TokenRejected.message): translated in `said`.
 
 
 class Denied(Exception):

@@ -13,6 +13,8 @@ from typing import Any, Protocol
 import jwt
 
 from app.directory import group_slug
+from app.i18n import N_, _
+from app.said import Said, shown
 from app.schema import MAX_GROUP, MAX_NAME, clean_text
 from app.scope import Scope
 from app.settings import MIN_SECRET_KEY_BYTES
@@ -42,11 +44,17 @@ class EmbedSettings(Protocol):
     embed_audience: str
 
 
-class TokenRejected(Exception):
-    """The token gives no access. `reason`: one line for the log (no token content);
-    `message`: the plain sentence for the frame."""
+# What a refused embed frame says: English here, translated where it is sent (app.auth.identify).
+NOT_VALID = N_("This embed link is not valid.")
+EXPIRED = N_("This embed link has expired: reload the page that shows it.")
 
-    def __init__(self, reason: str, message: str = "This embed link is not valid.") -> None:
+
+class TokenRejected(Exception):
+    """The token gives no access. `reason`: one line for the log (English, no token content),
+    Said where `blf-panel embed-url` shows it too (mint_token); `message`: the plain sentence
+    for the frame."""
+
+    def __init__(self, reason: str, message: str = NOT_VALID) -> None:
         super().__init__(reason)
         self.reason = reason
         self.message = message
@@ -90,9 +98,7 @@ def _verified_claims(token: str, settings: EmbedSettings) -> dict[str, Any]:
             if number == len(keys) - 1:
                 raise TokenRejected("bad signature (tampered, or not signed with EMBED_SECRET)") from None
         except jwt.ExpiredSignatureError:
-            raise TokenRejected(
-                "expired", "This embed link has expired: reload the page that shows it."
-            ) from None
+            raise TokenRejected("expired", EXPIRED) from None
         except jwt.MissingRequiredClaimError as error:
             raise TokenRejected(f"no {error.claim} claim") from None
         except jwt.InvalidAudienceError:
@@ -119,10 +125,10 @@ def _scope_of(claims: Mapping[str, Any]) -> Scope:
         items = _items(claim, claims.get(claim))
         found[field] = frozenset(items) if items else None
     if all(value is None for value in found.values()):
-        raise TokenRejected("names no ext, group or firm (an embed link never sees everything)")
+        raise TokenRejected(Said(N_("names no ext, group or firm (an embed link never sees everything)")))
     numbers = claims.get("numbers", True)
     if not isinstance(numbers, bool):
-        raise TokenRejected("numbers must be true or false")
+        raise TokenRejected(Said(N_("numbers must be true or false")))
     return Scope(show_numbers=numbers, **found)
 
 
@@ -132,22 +138,24 @@ def _items(claim: str, value: object) -> list[str]:
     if isinstance(value, str):
         value = value.split(",")
     if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
-        raise TokenRejected(f"{claim} must be a list of strings")
+        raise TokenRejected(Said(N_("%(claim)s must be a list of strings"), claim=claim))
     if len(value) > MAX_ITEMS:
-        raise TokenRejected(f"{claim} lists more than {MAX_ITEMS} items")
+        raise TokenRejected(Said(N_("%(claim)s lists more than %(most)d items"), claim=claim, most=MAX_ITEMS))
     items = [item.strip() for item in value if item.strip()]
     if claim == "ext":
         if not all(EXTEN_RE.fullmatch(item) for item in items):
-            raise TokenRejected("ext holds something that is not an extension")
+            raise TokenRejected(Said(N_("ext holds something that is not an extension")))
         return items
     if claim == "group":  # matched by slug, as in `?group=` and the users file
         slugs = [group_slug(clean_text(item, MAX_GROUP)) for item in items]
         if not all(slugs):
-            raise TokenRejected("group holds a name without letters or digits")
+            raise TokenRejected(Said(N_("group holds a name without letters or digits")))
         return slugs
     firms = [clean_text(item, MAX_NAME) for item in items]
     if firms != items:
-        raise TokenRejected(f"firm holds a name that is not plain text of at most {MAX_NAME} characters")
+        raise TokenRejected(
+            Said(N_("firm holds a name that is not plain text of at most %(most)d characters"), most=MAX_NAME)
+        )
     return firms
 
 
@@ -163,11 +171,14 @@ def mint_token(
     now: float | None = None,
 ) -> str:
     """A token as a CRM mints one, valid for `ttl` seconds; ValueError on what
-    `scope_from_token` would refuse (no scope, too long a lifetime, bad items, short key)."""
+    `scope_from_token` would refuse (no scope, too long a lifetime, bad items, short key), in
+    the CLI's language (`blf-panel embed-url` mints; English elsewhere)."""
     if len(secret.encode()) < MIN_SECRET_KEY_BYTES:
-        raise ValueError(f"the secret must be {MIN_SECRET_KEY_BYTES} bytes or more")
+        raise ValueError(_("the secret must be %(least)d bytes or more") % {"least": MIN_SECRET_KEY_BYTES})
     if not 0 < ttl <= MAX_LIFETIME:
-        raise ValueError(f"the lifetime must be above 0 and at most {MAX_LIFETIME // 86400} days")
+        raise ValueError(
+            _("the lifetime must be above 0 and at most %(days)d days") % {"days": MAX_LIFETIME // 86400}
+        )
     issued = int(time.time() if now is None else now)
     claims: dict[str, Any] = {"iat": issued, "exp": issued + int(ttl), "numbers": show_numbers}
     for claim, items in (("ext", extensions), ("group", groups), ("firm", firms)):
@@ -178,10 +189,13 @@ def mint_token(
     try:
         _scope_of(claims)  # the same checks as a CRM's token gets
     except TokenRejected as error:
-        raise ValueError(error.reason) from None
+        raise ValueError(shown(error.reason)) from None
     token = jwt.encode(claims, secret, algorithm=ALGORITHM)
     if len(token) > MAX_TOKEN_LENGTH:
-        raise ValueError(f"the token would be longer than {MAX_TOKEN_LENGTH} characters")
+        raise ValueError(
+            _("the token would be longer than %(most)d characters: name fewer items")
+            % {"most": MAX_TOKEN_LENGTH}
+        )
     return token
 
 
@@ -189,11 +203,15 @@ _TTL_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
 def parse_ttl(text: str) -> int:
-    """`90s`, `30m`, `8h`, `7d` or plain seconds, as seconds (1 s to MAX_LIFETIME)."""
+    """`90s`, `30m`, `8h`, `7d` or plain seconds, as seconds (1 s to MAX_LIFETIME); ValueError
+    in the CLI's language (`blf-panel embed-url --ttl`)."""
     match = re.fullmatch(r"\s*([0-9]{1,9})\s*([smhd]?)\s*", text)
     if match is None:
-        raise ValueError(f"{text!r} is not a duration like 90s, 30m, 8h or 7d")
+        raise ValueError(_("%(text)r is not a duration like 90s, 30m, 8h or 7d") % {"text": text[:40]})
     seconds = int(match.group(1)) * _TTL_UNITS[match.group(2) or "s"]
     if not 0 < seconds <= MAX_LIFETIME:
-        raise ValueError(f"{text!r}: a link lives 1 s to {MAX_LIFETIME // 86400} days")
+        raise ValueError(
+            _("%(text)r: a link lives 1 s to %(days)d days")
+            % {"text": text[:40], "days": MAX_LIFETIME // 86400}
+        )
     return seconds

@@ -20,6 +20,7 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
 from app.auth.files import WatchedFile
+from app.i18n import _
 from app.scope import ALL, Scope, ScopeError, parse_scope
 from app.states import EXTEN_RE
 
@@ -138,16 +139,20 @@ def format_line(name: str, password_hash: str, role: str, scope_text: str, exten
 
 def edit_users(path: Path, name: str, line: str | None, *, must_exist: bool | None) -> None:
     """Replace (or add, or with `line` None remove) `name`'s line; other lines stay as
-    they are, comments too. `must_exist`: True for passwd/remove, False for add."""
+    they are, comments too. `must_exist`: True for passwd/remove, False for add; LookupError
+    in the CLI's language otherwise (`blf-panel user` prints it)."""
     lines = path.read_text(encoding="utf-8").splitlines() if path.exists() else [HEADER]
     index = next(
         (i for i, text in enumerate(lines) if text.split(":", 1)[0].strip().lower() == name.lower()),
         None,
     )
     if must_exist is True and index is None:
-        raise LookupError(f"no user {name} in {path}")
+        raise LookupError(_no_user(name, path))
     if must_exist is False and index is not None:
-        raise LookupError(f"{name} is already in {path} (blf-panel user passwd {name} changes the password)")
+        raise LookupError(
+            _("%(name)s is already in %(path)s (blf-panel user passwd %(name)s changes the password)")
+            % {"name": name, "path": path}
+        )
     if index is None:
         lines.append(line or "")
     elif line is None:
@@ -175,4 +180,8 @@ def user_fields(path: Path, name: str) -> list[str]:
             parts = [part.strip() for part in line.split(":")]
             if len(parts) == 5 and parts[0].lower() == name.lower():
                 return parts
-    raise LookupError(f"no user {name} in {path}")
+    raise LookupError(_no_user(name, path))
+
+
+def _no_user(name: str, path: Path) -> str:
+    return _("no user %(name)s in %(path)s") % {"name": name, "path": path}

@@ -6,8 +6,10 @@ readers everywhere rely on it. Pure: importing this must not import aiomcache.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
+import time
 import zlib
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
@@ -15,6 +17,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
+from app.i18n import _
 from app.states import is_valid_key
 
 if TYPE_CHECKING:
@@ -27,6 +30,7 @@ MAX_VALUE_BYTES = 1024 * 1024 - 1024
 # A corrupt or hostile compressed value must not inflate without bound.
 MAX_JSON_BYTES = 64 * 1024 * 1024
 MAX_KEY_BYTES = 250
+MAX_COUNT_WINDOW = 24 * 3600  # a counter lives two windows at most (memcached's exptime)
 
 _PREFIX_RE = re.compile(r"[A-Za-z0-9_:.\-]{0,32}")
 _ZLIB_FIRST_BYTE = b"\x78"
@@ -59,18 +63,22 @@ class Publication:
 
 
 # --- the two settings a store is opened with (also checked by app.settings) -----------------
+# Their errors are read as a setting's: in the CLI's language (app.i18n).
 
 
 def check_prefix(prefix: str) -> str:
     """The key prefix, if it is one: it goes into every memcached key."""
     if not isinstance(prefix, str) or not _PREFIX_RE.fullmatch(prefix):
-        raise ValueError(f"key prefix {prefix!r} may hold only letters, digits and _:.- (at most 32)")
+        raise ValueError(
+            _("key prefix %(prefix)r may hold only letters, digits and _:.- (at most 32)")
+            % {"prefix": prefix}
+        )
     return prefix
 
 
 def parse_memcached_url(url: str) -> tuple[str, int]:
     """(host, port) of a "memcached://HOST:PORT" URL; ValueError naming the URL otherwise."""
-    bad = ValueError(f"{url!r} is not of the form memcached://HOST:PORT")
+    bad = ValueError(_("%(url)r is not of the form memcached://HOST:PORT") % {"url": url[:100]})
     parts = urlsplit(url)
     if (
         parts.scheme != "memcached"
@@ -117,6 +125,11 @@ class _Keys:
     @property
     def lease(self) -> str:
         return f"{self.prefix}lease"
+
+    def count(self, name: str, window_start: int) -> str:
+        """A counter of `name` (any text: hashed, never put in a key as it is) in one window."""
+        digest = hashlib.sha256(name.encode("utf-8", "replace")).hexdigest()[:32]
+        return f"{self.prefix}count:{digest}:{window_start}"
 
     def ext(self, key: str) -> str:
         if not isinstance(key, str) or not is_valid_key(key):
@@ -239,6 +252,22 @@ class SnapshotStore(ABC):
 
     @abstractmethod
     async def close(self) -> None: ...
+
+    async def count(self, name: str, window: int, now: float | None = None) -> tuple[int, int]:
+        """One more of `name` in the current window of `window` seconds, counted for every
+        process that shares this store (the actions' rate per user: N web workers must not
+        allow N times the rate). Returns (the count in this window, this one included; the
+        seconds left in the window). Windows are fixed, aligned on the epoch: a burst at a
+        window's end and the next one's start may reach twice the count, never more."""
+        if isinstance(window, bool) or not isinstance(window, int) or not 0 < window <= MAX_COUNT_WINDOW:
+            raise ValueError(f"count window must be 1..{MAX_COUNT_WINDOW} seconds, got {window!r}")
+        now = time.time() if now is None else now
+        start = int(now) // window * window
+        return await self._increment(self._keys.count(name, start), window), start + window - int(now)
+
+    @abstractmethod
+    async def _increment(self, key: str, window: int) -> int:
+        """Add 1 to the counter `key` (0 when missing, kept for at least `window` s); its value."""
 
     async def read_snapshot(self) -> dict[str, Any] | None:
         return _load_json(await self.read_snapshot_bytes(), "snapshot")

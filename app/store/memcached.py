@@ -110,6 +110,13 @@ class MemcachedStore(SnapshotStore):
         if not await self._call(f"set {key}", self._client.set, key.encode("ascii"), value):
             raise StoreError(f"memcached at {self._address} did not store {key}")
 
+    async def _increment(self, key: str, window: int) -> int:
+        """`add` 0 (kept two windows), then `incr`: atomic in memcached for every process."""
+        name = key.encode("ascii")
+        await self._call(f"add {key}", self._client.add, name, b"0", exptime=2 * window)
+        value = await self._call(f"incr {key}", self._client.incr, name, 1)
+        return 1 if value is None else int(value)  # evicted between the two: count this one
+
     async def _delete(self, key: str) -> None:
         await self._call(f"delete {key}", self._client.delete, key.encode("ascii"))
 

@@ -7,6 +7,7 @@ snapshot, changes, version), so the readers cannot tell the two stores apart.
 from __future__ import annotations
 
 import asyncio
+import time
 
 from app.store.contract import DEFAULT_PREFIX, Publication, SnapshotStore, parse_version
 from app.store.lease import MemoryLease
@@ -21,6 +22,7 @@ class MemoryStore(SnapshotStore):
         # A Condition, not a shared future: cancelling one waiter cannot wake or break the others.
         self._published = asyncio.Condition()
         self.lease = MemoryLease()
+        self._counts: dict[str, tuple[int, float]] = {}  # key -> (count, forgotten after)
 
     async def publish(self, pub: Publication) -> None:
         plan = self._plan(pub, lambda _key, data: data)  # plain JSON: nothing to save in memory
@@ -49,6 +51,13 @@ class MemoryStore(SnapshotStore):
 
     async def close(self) -> None:
         pass
+
+    async def _increment(self, key: str, window: int) -> int:
+        now = time.monotonic()
+        self._counts = {k: v for k, v in self._counts.items() if v[1] > now}  # old windows go
+        count = self._counts.get(key, (0, 0.0))[0] + 1
+        self._counts[key] = (count, now + 2 * window)
+        return count
 
     def _version(self) -> int | None:
         return parse_version(self._data.get(self._keys.version))
