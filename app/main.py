@@ -233,6 +233,7 @@ def _me(request: Request, hub: Hub) -> dict[str, Any] | None:
     )
     return {
         "extension": user.extension,
+        "tiles": [hub.ids[key] for key in hub.by_exten.get(user.extension, ())],  # no Act on one's own
         "csrf": csrf_token(request),
         "can_pause": "pause" in allowed and serves_queues,
         "can_presence": "presence" in allowed,

@@ -72,6 +72,12 @@ def queue_tile_id(name: str) -> str | None:
     return f"queue-{name}" if QUEUE_RE.fullmatch(name) else None
 
 
+def css_id(id_: str) -> str:
+    """A tile id as a CSS id selector's name: every character but letters, digits, - and _
+    escaped (ids hold an extension's +*#. and a firm's ~)."""
+    return "".join(c if c.isascii() and (c.isalnum() or c in "-_") else f"\\{c}" for c in id_)
+
+
 def clock(epoch: float) -> str:
     return time.strftime("%H:%M", time.localtime(epoch))
 
@@ -120,6 +126,7 @@ class Renderer:
     def _environment(lang: str, demo: bool) -> Environment:
         env = environment_for(lang, loader=FileSystemLoader(TEMPLATES), trim_blocks=True, lstrip_blocks=True)
         env.globals.update(demo=demo, STATE_LABELS=STATE_LABELS, ACTION_LABELS=ACTION_LABELS, lang=lang)
+        env.filters["css_id"] = css_id
         return env
 
     def _template(self, lang: str, name: str) -> Template:

@@ -56,6 +56,11 @@ async def test_an_operator_transfers_the_caller_by_the_tiles_menu(panel, browser
     # the tiles the stream swapped in are drawn for this user too: their controls are there
     await expect(page.locator("#ext-101 details.menu")).to_have_count(1)
     await expect(page.locator("#ext-100 details.menu")).to_have_count(1)
+    await page.locator("#ext-101").focus()
+    await expect(page.locator("#ext-101 details.menu")).to_be_visible()
+    await page.locator("#ext-100").focus()
+    await expect(page.locator("#ext-100 form.pin")).to_be_visible()
+    await expect(page.locator("#ext-100 details.menu")).to_be_hidden()  # my own phone: nothing to act on
     assert watched.errors == []
     await watched.context.close()
 

@@ -571,3 +571,8 @@ def test_tile_ids_disambiguate_two_contexts() -> None:
     assert ids["105@ext-local"] == "ext-105@ext-local"
     assert ids["106@ext-local"] == "ext-106"
     assert len(set(ids.values())) == 3
+
+
+def test_a_tile_id_as_a_css_selector_escapes_what_is_not_a_name() -> None:
+    assert tiles.css_id("ext-100~acme@from-internal") == r"ext-100\~acme\@from-internal"
+    assert tiles.css_id("ext-*8#") == r"ext-\*8\#"
