@@ -180,6 +180,7 @@ class Renderer:
         context = {
             "state": link.state,
             "since": clock(link.since) if link.since else "",
+            "started": elapsed(link.since) if link.since else None,  # how long, counted by CSS
             "address": link.address,
             "error": link.error,
         }

@@ -346,7 +346,7 @@ def test_tile_stays_small(renderer: Renderer) -> None:
 # --- the link banner -----------------------------------------------------------------
 
 BANNERS = {
-    "pbx-down": "PBX connection lost since",
+    "pbx-down": "PBX connection lost at",
     "store-down": "State store unreachable",
     "no-collector": "Collector not running",
 }
@@ -378,7 +378,7 @@ def test_link_for_each_state(renderer: Renderer, state: str, oob: bool) -> None:
 def test_pbx_down_banner_tells_since_when(renderer: Renderer) -> None:
     since = 1_700_000_000.0
     html = renderer.link(LinkState("pbx-down", since), oob=False)
-    assert f"since {tiles.clock(since)}" in html
+    assert f"at {tiles.clock(since)} (" in html and 'style="--since:1700000000"' in html, "and for how long"
     no_since = renderer.link(LinkState("pbx-down"), oob=False)
     assert "PBX connection lost — states may be out of date" in no_since
 
@@ -389,7 +389,10 @@ def test_pbx_starting_banner(renderer: Renderer) -> None:
     assert root.classes == ["link", "link-pbx-starting"]  # not link-ok: panel.css greys the tiles
     (banner,) = [e for e in root.walk() if "banner" in e.classes]
     text = " ".join(banner.all_text().split())
-    assert text == f"PBX starting since {tiles.clock(since)} — states may be out of date"
+    # the figure in the parentheses is the page's clock's (CSS): no text in the HTML
+    assert text == f"PBX starting since {tiles.clock(since)} ( ) — states may be out of date"
+    (lasted,) = [e for e in banner.walk() if e.tag == "time"]
+    assert "ticking" in lasted.classes and lasted.attrs["style"] == "--since:1700000000"
 
 
 def test_a_pbx_never_reached_says_where_and_why(renderer: Renderer) -> None:
