@@ -346,7 +346,7 @@ class Hub:
         states = {
             key: extensions[key]["state"]
             for key in changed
-            if key in self.extensions and _said(self.extensions[key]) != _said(extensions[key])
+            if key in self.extensions and _announced(self.extensions[key]) != _announced(extensions[key])
         }
         self.extensions = extensions
         for key in changed:
@@ -490,7 +490,7 @@ def _name(extension: ExtensionJSON | None) -> str | None:
     return None if extension is None else extension["name"]
 
 
-def _said(extension: ExtensionJSON) -> tuple[str, str]:
+def _announced(extension: ExtensionJSON) -> tuple[str, str]:
     """What a pinned colleague's announcement says: the state word and the presence."""
     presence = extension.get("presence") or {}
     return extension.get("state", ""), str(presence.get("state", "")) if isinstance(presence, dict) else ""

@@ -55,7 +55,7 @@ from app.store import MemoryStore, StoreError
 from app.tasks import Health, background, supervise
 from app.tiles import PRESENCE_LABELS, Renderer
 from app.transport import DescriptorWatch, transport_of
-from app.view import View
+from app.view import View, serves
 
 log = logging.getLogger(__name__)
 
@@ -226,16 +226,12 @@ def _me(request: Request, hub: Hub) -> dict[str, Any] | None:
     allowed = actions.roles.get(user.role, frozenset())
     if not allowed:
         return None
-    serves_queues = any(
-        m.get("extension", "").split("@")[0] == user.extension
-        for q in hub.queues.values()
-        for m in q.get("members") or ()
-    )
+    mine = hub.by_exten.get(user.extension, [])  # the keys of the user's own extension
     return {
         "extension": user.extension,
-        "tiles": [hub.ids[key] for key in hub.by_exten.get(user.extension, ())],  # no Act on one's own
+        "tiles": [hub.ids[key] for key in mine],  # no Act menu on one's own tile
         "csrf": csrf_token(request),
-        "can_pause": "pause" in allowed and serves_queues,
+        "can_pause": "pause" in allowed and any(serves(hub.extensions[key]) for key in mine),
         "can_presence": "presence" in allowed,
         "presences": PRESENCE_CHOICES,
     }

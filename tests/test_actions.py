@@ -342,3 +342,16 @@ async def test_without_the_demo_pbx_in_this_process_actions_say_so() -> None:
     session = ActionSession("", 5038, "blf-actions", "", 1.0)
     with pytest.raises(PbxUnreachable, match="demo PBX does not run in this process"):
         await session.run("Ping")
+
+
+async def test_the_pause_form_is_for_queue_members_only(panel, settings, sim) -> None:
+    sim.queues.add_queue("support", [("PJSIP/100", "Op", "Custom:100")])
+    server = await (await panel(**settings)).healthy()
+    await server.until(lambda hub: "support" in hub.queues)
+    async with httpx.AsyncClient(base_url=server.url) as client:
+        await signed_in(client, "op")  # 100: in the support queue
+        assert 'class="me-pause"' in (await client.get("/")).text
+    async with httpx.AsyncClient(base_url=server.url) as client:
+        await signed_in(client, "eve")  # 103: in no queue
+        page = (await client.get("/")).text
+    assert 'class="me-pause"' not in page and 'class="me-presence"' in page

@@ -19,7 +19,8 @@ from app.auth.proxy import ProxyDenied, ProxyUsers
 from app.auth.sessions import SessionCodec
 from app.auth.throttle import Throttle
 from app.auth.users import User, UsersFile
-from app.i18n import LANGUAGES, N_, negotiate, translations
+from app.i18n import LANGUAGES, N_, negotiate
+from app.said import Said
 from app.scope import ALL
 from app.settings import Settings
 
@@ -97,7 +98,7 @@ def request_language(scope: Scope, configured: str) -> str:
 
 def said(scope: Scope, configured: str, message: str) -> str:
     """`message` (an English sentence marked N_ where written) in the request's language."""
-    return translations(request_language(scope, configured)).gettext(message)
+    return Said(message).in_(request_language(scope, configured))
 
 
 def peer_of(scope: Scope) -> str:

@@ -19,7 +19,8 @@ from starlette.routing import Route
 
 from app.auth.identify import Auth, peer_of, request_language, session_user
 from app.auth.users import check_password
-from app.i18n import N_, translations
+from app.i18n import N_
+from app.said import Said
 from app.schema import MAX_NAME, clean_text
 
 log = logging.getLogger(__name__)
@@ -70,7 +71,7 @@ def _page(
         "signin.html",
         lang,
         csrf=csrf_token(request),
-        message=translations(lang).gettext(message) % values if message else "",
+        message=Said(message, **values).in_(lang),
         user_name=name,
     )
     return HTMLResponse(html, status_code=status, headers={"Cache-Control": "no-store", **(headers or {})})
